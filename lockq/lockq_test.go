@@ -539,3 +539,21 @@ func TestModeCompatibilityAndNames(t *testing.T) {
 		t.Error("names")
 	}
 }
+
+func TestHoldersListsOnlyHoldersInTicketOrder(t *testing.T) {
+	h := newHarness(t, Drain)
+	h.enq("A", s, "grant(A)")
+	h.enq("X", x, "")
+	h.enq("B", on(s, "net"), "grant(B)")
+	var got []string
+	for _, e := range h.q.Holders() {
+		got = append(got, e.Owner.(string))
+	}
+	if strings.Join(got, " ") != "A B" {
+		t.Fatalf("holders %v", got)
+	}
+	h.release("A", "grant(X)")
+	if hs := h.q.Holders(); len(hs) != 2 || hs[0].Owner != "X" {
+		t.Fatalf("holders after release: %+v", hs)
+	}
+}

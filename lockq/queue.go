@@ -146,6 +146,7 @@ type Queue struct {
 	policy    Policy
 	last      Ticket
 	reqs      map[Ticket]*req
+	holding   map[Ticket]*req
 	resources map[string]*resource
 	whead     *req // global wait list, ticket order
 	wtail     *req
@@ -167,6 +168,7 @@ func New(p Policy) *Queue {
 	return &Queue{
 		policy:    p,
 		reqs:      make(map[Ticket]*req),
+		holding:   make(map[Ticket]*req),
 		resources: make(map[string]*resource),
 		groups:    make(map[uint32]*groupList),
 	}
@@ -478,6 +480,7 @@ func (q *Queue) grant(c *req) {
 	q.materialise(c)
 	c.holding = true
 	c.hs = running
+	q.holding[c.ticket] = c
 	for _, r := range c.res {
 		r.holders[c.ticket] = c
 		switch c.Mode.Kind {
@@ -523,6 +526,7 @@ func (q *Queue) unhold(c *req) {
 		q.rescan(r)
 	}
 	c.holding = false
+	delete(q.holding, c.ticket)
 }
 
 // setRunning moves a suspending or suspended holder back to running.

@@ -65,21 +65,29 @@ func (c *req) entry(pos int) Entry {
 // View lists holders in ticket order, then waiters in ticket order with
 // their positions. It costs O(holders·log(holders) + waiters).
 func (q *Queue) View() []Entry {
-	holders := make([]*req, 0, len(q.reqs)-q.nwaiting)
-	for _, c := range q.reqs {
-		if c.holding {
-			holders = append(holders, c)
-		}
-	}
-	slices.SortFunc(holders, func(a, b *req) int { return cmpTicket(a.ticket, b.ticket) })
-	out := make([]Entry, 0, len(q.reqs))
-	for _, c := range holders {
-		out = append(out, c.entry(0))
-	}
+	out := q.appendHolders(make([]Entry, 0, len(q.reqs)))
 	pos := 0
 	for c := q.whead; c != nil; c = c.next {
 		pos++
 		out = append(out, c.entry(pos))
+	}
+	return out
+}
+
+// Holders lists the holders in ticket order, in O(holders·log(holders)),
+// however many requests wait.
+func (q *Queue) Holders() []Entry {
+	return q.appendHolders(nil)
+}
+
+func (q *Queue) appendHolders(out []Entry) []Entry {
+	holders := make([]*req, 0, len(q.reqs)-q.nwaiting)
+	for _, c := range q.holding {
+		holders = append(holders, c)
+	}
+	slices.SortFunc(holders, func(a, b *req) int { return cmpTicket(a.ticket, b.ticket) })
+	for _, c := range holders {
+		out = append(out, c.entry(0))
 	}
 	return out
 }

@@ -1,0 +1,202 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/perflock/perflock/proto"
+)
+
+// conn is one client connection. Its reader and writer goroutines belong to
+// the server; job is loop-owned.
+type conn struct {
+	s    *server
+	nc   *net.UnixConn
+	cred *unix.Ucred
+	job  *job // loop-owned: the connection's request, once acquired
+
+	mu          sync.Mutex
+	outbox      []proto.Msg
+	closeAfter  bool // close once the outbox is written
+	dead        bool
+	notify      chan struct{}
+	stopOnClose func() bool
+}
+
+func newConn(s *server, nc *net.UnixConn, cred *unix.Ucred) *conn {
+	c := &conn{s: s, nc: nc, cred: cred, notify: make(chan struct{}, 1)}
+	c.stopOnClose = context.AfterFunc(s.ctx, func() { nc.Close() })
+	return c
+}
+
+// send queues m for the client. Status updates replace one another; a
+// client that lets more than maxOutbox messages pile up is dropped.
+func (c *conn) send(m proto.Msg) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.closeAfter {
+		return
+	}
+	if n := len(c.outbox); n > 0 && m.Type == proto.TWaiting && c.outbox[n-1].Type == proto.TWaiting {
+		c.outbox[n-1] = m
+	} else {
+		c.outbox = append(c.outbox, m)
+	}
+	if len(c.outbox) > maxOutbox {
+		c.dead = true
+		c.nc.Close()
+	}
+	c.signal()
+}
+
+// finish queues m as the last message; the connection closes once written.
+func (c *conn) finish(m proto.Msg) {
+	c.send(m)
+	c.mu.Lock()
+	c.closeAfter = true
+	c.signal()
+	c.mu.Unlock()
+}
+
+func (c *conn) signal() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) fail(code, format string, a ...any) {
+	c.finish(proto.Msg{Type: proto.TError, Code: code, Message: fmt.Sprintf(format, a...)})
+}
+
+// write sends queued messages in order until the connection dies.
+func (c *conn) write() {
+	for {
+		select {
+		case <-c.notify:
+		case <-c.s.ctx.Done():
+			return
+		}
+		c.mu.Lock()
+		msgs, closeAfter := c.outbox, c.closeAfter
+		c.outbox = nil
+		dead := c.dead
+		c.mu.Unlock()
+		if dead {
+			return
+		}
+		for _, m := range msgs {
+			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if err := proto.Write(c.nc, m); err != nil {
+				c.kill()
+				return
+			}
+		}
+		if closeAfter {
+			c.mu.Lock()
+			empty := len(c.outbox) == 0
+			c.mu.Unlock()
+			if empty {
+				// Let the client read what we wrote: shut our side, and let
+				// the reader see its EOF or error.
+				c.nc.CloseWrite()
+				c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) kill() {
+	c.mu.Lock()
+	c.dead = true
+	c.mu.Unlock()
+	c.nc.Close()
+}
+
+// read runs the conversation's reading side: handshake and request here,
+// everything that touches shared state through the loop.
+func (c *conn) read() {
+	defer func() {
+		c.stopOnClose()
+		c.kill()
+		c.s.post(func() { c.s.closed(c) })
+	}()
+	r := proto.NewReader(c.nc)
+	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	m, err := r.Read()
+	if err != nil {
+		c.readFailed(err)
+		return
+	}
+	if m.Type != proto.THello {
+		c.fail(proto.CodeInvalid, "expected hello, got %s", m.Type)
+		c.drain()
+		return
+	}
+	if m.Version != proto.Version {
+		c.fail(proto.CodeVersion, "perflockd speaks protocol version %d, the client %d: use matching versions of perflock", proto.Version, m.Version)
+		c.drain()
+		return
+	}
+	c.send(proto.Msg{Type: proto.THello, Version: proto.Version, PID: pidSelf, Driver: c.s.drv.Name(), Policy: c.s.policy.String()})
+	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	m, err = r.Read()
+	if err != nil {
+		c.readFailed(err)
+		return
+	}
+	switch m.Type {
+	case proto.TList:
+		c.s.post(func() { c.finish(c.s.list()) })
+		c.drain()
+		return
+	case proto.TAcquire:
+		c.nc.SetReadDeadline(time.Time{})
+		c.s.post(func() { c.s.acquire(c, m) })
+	default:
+		c.fail(proto.CodeInvalid, "expected acquire or list, got %s", m.Type)
+		c.drain()
+		return
+	}
+	for {
+		m, err := r.Read()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		switch m.Type {
+		case proto.TPlace:
+			c.s.post(func() { c.s.place(c, m.PID) })
+		case proto.TDone:
+			c.s.post(func() { c.s.done(c, m.Status) })
+		default:
+			c.fail(proto.CodeInvalid, "unexpected %s message", m.Type)
+			c.drain()
+			return
+		}
+	}
+}
+
+// readFailed answers a broken message with an error; a closed or timed-out
+// connection just ends.
+func (c *conn) readFailed(err error) {
+	if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrTooLong) {
+		c.s.log.Warn("bad message", "pid", c.cred.Pid, "uid", c.cred.Uid, "err", err)
+		c.fail(proto.CodeInvalid, "%v", err)
+		c.drain()
+	}
+}
+
+// drain waits, bounded, for the writer to flush a final message.
+func (c *conn) drain() {
+	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	io.Copy(io.Discard, io.LimitReader(c.nc, proto.MaxMessage))
+}

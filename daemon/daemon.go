@@ -1,0 +1,320 @@
+// Package daemon is perflockd: it serves the fair lock queue (package lockq)
+// over a Unix socket, places granted jobs through a Driver, and freezes
+// preemptible shared jobs while exclusive ones run.
+//
+// One goroutine, the loop, owns the queue and every job; connections,
+// placements, emptiness watches and the freezer run in goroutines of their
+// own that report back to the loop as events. Every goroutine is started by
+// the server and waited for before Run returns.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/perflock/perflock/lockq"
+)
+
+var (
+	// ErrConfig: the configuration cannot work.
+	ErrConfig = errors.New("daemon: bad configuration")
+	// ErrRunning: another perflockd already serves the socket.
+	ErrRunning = errors.New("daemon: another perflockd serves this socket")
+)
+
+// Defaults.
+const (
+	DefaultCgroupName  = "perflock"
+	DefaultMaxWaiting  = 128 // waiting requests per user
+	writeTimeout       = 10 * time.Second
+	statusInterval     = time.Second
+	maxOutbox          = 64 // messages queued to one client before it is dropped
+	maxListedHolders   = 3
+	maxCommandInStatus = 120
+)
+
+// handshakeTimeout bounds how long a client may take to send its hello and
+// its request; tests shorten it.
+var handshakeTimeout = 5 * time.Second
+
+// Config configures Run.
+type Config struct {
+	// Socket is the path to listen on. Its directory must exist.
+	Socket string
+	// Listener, when set, is used instead of listening on Socket (socket
+	// activation). Run closes it.
+	Listener *net.UnixListener
+	// SocketMode is the listening socket's permission bits (default 0666:
+	// the directory's permissions decide who may connect).
+	SocketMode os.FileMode
+	// Policy for preemptible shared jobs: lockq.Freeze (default) or
+	// lockq.Drain. Freeze falls back to Drain where the driver cannot freeze.
+	Policy lockq.Policy
+	// Driver: "auto" (default), "cgroupfs" or "none".
+	Driver string
+	// CgroupName is the daemon's subtree under the cgroup2 mount (cgroupfs).
+	CgroupName string
+	// IdleExit, when positive, stops the daemon once it has had no
+	// connection and no job for that long.
+	IdleExit time.Duration
+	// MaxWaiting caps each user's waiting requests (default 128).
+	MaxWaiting int
+	// Logger receives structured logs (default: slog.Default()).
+	Logger *slog.Logger
+	// OnReady, if set, is called once the daemon accepts connections.
+	OnReady func()
+}
+
+// Run serves until ctx is done or, with IdleExit, the daemon has been idle.
+// It returns ErrRunning when another daemon holds the socket's lock. Stopping
+// leaves every job running.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CgroupName == "" {
+		cfg.CgroupName = DefaultCgroupName
+	}
+	if cfg.MaxWaiting <= 0 {
+		cfg.MaxWaiting = DefaultMaxWaiting
+	}
+	if cfg.SocketMode == 0 {
+		cfg.SocketMode = 0o666
+	}
+	log := cfg.Logger
+	ln := cfg.Listener
+	if ln == nil {
+		if cfg.Socket == "" {
+			return fmt.Errorf("%w: no socket path", ErrConfig)
+		}
+		unlock, err := lockInstance(cfg.Socket + ".lock")
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if ln, err = listen(cfg.Socket, cfg.SocketMode); err != nil {
+			return err
+		}
+	}
+	drv, err := OpenDriver(cfg.Driver, cfg.CgroupName, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	policy := cfg.Policy
+	if policy == lockq.Freeze && !drv.CanFreeze() {
+		log.Warn("driver cannot freeze: shared jobs are drained instead", "driver", drv.Name())
+		policy = lockq.Drain
+	}
+	if drv.CanFreeze() {
+		// A daemon that stopped while shared jobs were frozen left them so.
+		if err := drv.SetSharedFrozen(ctx, false); err != nil {
+			log.Warn("thawing shared jobs left frozen", "err", err)
+		}
+	}
+	s := newServer(cfg, drv, policy)
+	log.Info("perflockd serving", "socket", ln.Addr().String(), "driver", drv.Name(), "policy", policy.String(), "pid", os.Getpid())
+	if cfg.OnReady != nil {
+		cfg.OnReady()
+	}
+	return s.serve(ctx, ln)
+}
+
+// lockInstance takes an exclusive lock that lives as long as the daemon.
+func lockInstance(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (lock %s)", ErrRunning, path)
+		}
+		return nil, fmt.Errorf("daemon: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// listen replaces a stale socket file (its daemon is gone: we hold the lock)
+// and listens on path.
+func listen(path string, mode os.FileMode) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("%w: %s exists and is not a socket", ErrConfig, path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("daemon: remove stale socket: %w", err)
+		}
+	}
+	// Create the socket with no access, then open it up: no window in which
+	// it has the wrong mode.
+	old := unix.Umask(0o777)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: listen on %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("daemon: chmod %s: %w", filepath.Base(path), err)
+	}
+	return ln, nil
+}
+
+// server is the daemon's state; loop-owned fields are touched only by the
+// loop goroutine.
+type server struct {
+	cfg    Config
+	log    *slog.Logger
+	drv    Driver
+	policy lockq.Policy
+	start  time.Time
+
+	ctx    context.Context // the server's lifetime
+	events chan func()
+	wg     sync.WaitGroup
+
+	// Loop-owned.
+	q          *lockq.Queue
+	jobs       map[lockq.Ticket]*job
+	conns      map[*conn]struct{}
+	waitingBy  map[uint32]int // waiting requests per uid
+	users      map[uint32]string
+	frozenSet  map[lockq.Ticket]bool // asked to suspend: false until confirmed
+	wantFrozen bool
+	isFrozen   bool
+	freezing   bool // a freezer call is under way
+	dirty      bool // the queue changed since the last status broadcast
+	idleSince  time.Time
+}
+
+func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {
+	return &server{
+		cfg: cfg, log: cfg.Logger, drv: drv, policy: policy, start: time.Now(),
+		events:    make(chan func(), 256),
+		q:         lockq.New(policy),
+		jobs:      make(map[lockq.Ticket]*job),
+		conns:     make(map[*conn]struct{}),
+		waitingBy: make(map[uint32]int),
+		users:     make(map[uint32]string),
+		frozenSet: make(map[lockq.Ticket]bool),
+		idleSince: time.Now(),
+	}
+}
+
+// post hands f to the loop; it gives up when the server stops.
+func (s *server) post(f func()) {
+	select {
+	case s.events <- f:
+	case <-s.ctx.Done():
+	}
+}
+
+// goFn runs f in a goroutine the server waits for.
+func (s *server) goFn(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+func (s *server) serve(parent context.Context, ln *net.UnixListener) error {
+	ctx, cancel := context.WithCancel(parent)
+	s.ctx = ctx
+	defer func() {
+		cancel()
+		ln.Close()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.wg.Wait()
+		s.log.Info("perflockd stopped; jobs keep running", "jobs", len(s.jobs))
+	}()
+	s.goFn(func() { s.accept(ln) })
+
+	deadline := time.NewTimer(time.Hour)
+	deadline.Stop()
+	status := time.NewTicker(statusInterval)
+	defer status.Stop()
+	var idle <-chan time.Time
+	if s.cfg.IdleExit > 0 {
+		t := time.NewTicker(min(s.cfg.IdleExit/4+time.Millisecond, time.Second))
+		defer t.Stop()
+		idle = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case f := <-s.events:
+			f()
+		case now := <-deadline.C:
+			s.apply(s.q.Expire(now))
+		case <-status.C:
+			s.broadcast()
+		case now := <-idle:
+			if len(s.conns) == 0 && len(s.jobs) == 0 && now.Sub(s.idleSince) >= s.cfg.IdleExit {
+				s.log.Info("idle, exiting", "after", s.cfg.IdleExit.String())
+				return nil
+			}
+		}
+		if d, ok := s.q.NextDeadline(); ok {
+			deadline.Reset(time.Until(d))
+		} else {
+			deadline.Stop()
+		}
+		if len(s.conns) > 0 || len(s.jobs) > 0 {
+			s.idleSince = time.Now()
+		}
+	}
+}
+
+func (s *server) accept(ln *net.UnixListener) {
+	for {
+		nc, err := ln.AcceptUnix()
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Error("accept failed; no new connections", "err", err)
+			}
+			return
+		}
+		cred, err := peerCred(nc)
+		if err != nil {
+			s.log.Warn("connection without peer credentials", "err", err)
+			nc.Close()
+			continue
+		}
+		c := newConn(s, nc, cred)
+		s.post(func() { s.conns[c] = struct{}{} })
+		s.goFn(c.read)
+		s.goFn(c.write)
+	}
+}
+
+func peerCred(nc *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := nc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	err = raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}

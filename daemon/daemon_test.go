@@ -1,0 +1,449 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/perflock/perflock/cgroup"
+	"github.com/perflock/perflock/lockq"
+	"github.com/perflock/perflock/proto"
+)
+
+func TestMain(m *testing.M) {
+	handshakeTimeout = 500 * time.Millisecond
+	os.Exit(m.Run())
+}
+
+// startDaemon runs a real daemon on a fresh socket and stops it at cleanup.
+func startDaemon(t *testing.T, cfg Config) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pld")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg.Socket = filepath.Join(dir, "s")
+	if cfg.Driver == "" {
+		cfg.Driver = "none"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ready := make(chan struct{})
+	cfg.OnReady = func() { close(ready) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("daemon: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon stopped with %v", err)
+		}
+	})
+	return cfg.Socket
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// client is a raw protocol client.
+type client struct {
+	t  *testing.T
+	nc net.Conn
+	r  *proto.Reader
+}
+
+func dial(t *testing.T, sock string) *client {
+	t.Helper()
+	nc, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &client{t: t, nc: nc, r: proto.NewReader(nc)}
+}
+
+func (c *client) send(m proto.Msg) {
+	c.t.Helper()
+	if err := proto.Write(c.nc, m); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *client) recv() proto.Msg {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	m, err := c.r.Read()
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return m
+}
+
+func (c *client) expect(typ string) proto.Msg {
+	c.t.Helper()
+	for {
+		m := c.recv()
+		if m.Type == proto.TWaiting && typ != proto.TWaiting {
+			continue // status updates may come at any time
+		}
+		if m.Type != typ {
+			c.t.Fatalf("got %+v, want %s", m, typ)
+		}
+		return m
+	}
+}
+
+func (c *client) hello() proto.Msg {
+	c.t.Helper()
+	c.send(proto.Msg{Type: proto.THello, Version: proto.Version, Client: "test"})
+	return c.expect(proto.THello)
+}
+
+func acquire(t *testing.T, sock string, m proto.Msg) *client {
+	t.Helper()
+	c := dial(t, sock)
+	c.hello()
+	m.Type = proto.TAcquire
+	if len(m.Command) == 0 {
+		m.Command = []string{"job", t.Name()}
+	}
+	c.send(m)
+	return c
+}
+
+func list(t *testing.T, sock string) []proto.Entry {
+	t.Helper()
+	c := dial(t, sock)
+	c.hello()
+	c.send(proto.Msg{Type: proto.TList})
+	m := c.expect(proto.TList)
+	c.nc.Close()
+	return m.Entries
+}
+
+// states renders a listing as "ticket:state ..." for comparison.
+func states(es []proto.Entry) string {
+	var b []string
+	for _, e := range es {
+		b = append(b, fmt.Sprintf("%d:%s", e.Ticket, e.State))
+	}
+	return strings.Join(b, " ")
+}
+
+// waitList polls the listing until it matches; the daemon's state changes
+// asynchronously after a client disconnects, so there is no event to await.
+func waitList(t *testing.T, sock, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := states(list(t, sock))
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %q, want %q", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestHandshakeReportsDriverAndPolicy(t *testing.T) {
+	sock := startDaemon(t, Config{Policy: lockq.Freeze})
+	c := dial(t, sock)
+	h := c.hello()
+	if h.Version != proto.Version || h.Driver != "none" || h.Policy != "drain" || h.PID != os.Getpid() {
+		t.Fatalf("hello %+v: want version 1, driver none, policy drain (none cannot freeze)", h)
+	}
+	if es := list(t, sock); len(es) != 0 {
+		t.Fatalf("empty daemon lists %v", es)
+	}
+}
+
+func TestExclusiveRequestsAreGrantedInArrivalOrderOverTheSocket(t *testing.T) {
+	sock := startDaemon(t, Config{})
+	a := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	if g := a.expect(proto.TGranted); g.Ticket != 1 || g.Job != "x-1" {
+		t.Fatalf("granted %+v", g)
+	}
+	b := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	if q := b.expect(proto.TQueued); q.Position != 1 || len(q.Holders) != 1 || q.Holders[0].Mode != "exclusive" {
+		t.Fatalf("queued %+v", q)
+	}
+	c := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	if q := c.expect(proto.TQueued); q.Position != 2 {
+		t.Fatalf("queued %+v", q)
+	}
+	waitList(t, sock, "1:granted 2:waiting 3:waiting")
+	a.nc.Close()
+	b.expect(proto.TGranted)
+	b.nc.Close()
+	c.expect(proto.TGranted)
+}
+
+func TestClosingAWaitingConnectionCancelsItsRequest(t *testing.T) {
+	sock := startDaemon(t, Config{})
+	a := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	a.expect(proto.TGranted)
+	b := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	b.expect(proto.TQueued)
+	b.nc.Close()
+	waitList(t, sock, "1:granted")
+}
+
+func TestNonblockAndTimeoutGiveUp(t *testing.T) {
+	sock := startDaemon(t, Config{})
+	a := acquire(t, sock, proto.Msg{Mode: "exclusive", Command: []string{"sleep", "1000"}})
+	a.expect(proto.TGranted)
+	b := acquire(t, sock, proto.Msg{Mode: "shared", Nonblock: true})
+	if m := b.expect(proto.TBusy); len(m.Holders) != 1 || m.Holders[0].Command != "sleep 1000" {
+		t.Fatalf("busy %+v", m)
+	}
+	c := acquire(t, sock, proto.Msg{Mode: "shared", TimeoutMS: 50})
+	c.expect(proto.TQueued)
+	c.expect(proto.TExpired)
+	waitList(t, sock, "1:granted")
+}
+
+func TestPerUserWaitingLimit(t *testing.T) {
+	sock := startDaemon(t, Config{MaxWaiting: 2})
+	acquire(t, sock, proto.Msg{Mode: "exclusive"}).expect(proto.TGranted)
+	acquire(t, sock, proto.Msg{Mode: "exclusive"}).expect(proto.TQueued)
+	acquire(t, sock, proto.Msg{Mode: "exclusive"}).expect(proto.TQueued)
+	if m := acquire(t, sock, proto.Msg{Mode: "exclusive"}).expect(proto.TError); m.Code != proto.CodeLimit {
+		t.Fatalf("third waiter: %+v", m)
+	}
+	waitList(t, sock, "1:granted 2:waiting 3:waiting")
+}
+
+// Broken and hostile clients get an error or a closed connection; the daemon
+// serves on and its queue does not change.
+func TestBrokenClientsDoNotDisturbTheQueue(t *testing.T) {
+	sock := startDaemon(t, Config{})
+	holder := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	holder.expect(proto.TGranted)
+	waiter := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	waiter.expect(proto.TQueued)
+
+	cases := []struct {
+		name  string
+		send  []byte
+		hello bool
+		code  string // "" : just a close
+	}{
+		{"not json", []byte("hello there\n"), false, proto.CodeInvalid},
+		{"no type", []byte("{}\n"), false, proto.CodeInvalid},
+		{"unknown type", []byte(`{"type":"steal"}` + "\n"), true, proto.CodeInvalid},
+		{"wrong version", []byte(`{"type":"hello","version":99}` + "\n"), false, proto.CodeVersion},
+		{"acquire before hello", []byte(`{"type":"acquire","mode":"exclusive","command":["x"]}` + "\n"), false, proto.CodeInvalid},
+		{"bad mode", []byte(`{"type":"acquire","mode":"grab","command":["x"]}` + "\n"), true, proto.CodeInvalid},
+		{"bad resource", []byte(`{"type":"acquire","mode":"shared","resources":["../etc"],"command":["x"]}` + "\n"), true, proto.CodeInvalid},
+		{"preemptible exclusive", []byte(`{"type":"acquire","mode":"exclusive","preemptible":true,"command":["x"]}` + "\n"), true, proto.CodeInvalid},
+		{"place before grant", []byte(`{"type":"place","pid":1}` + "\n"), true, proto.CodeInvalid},
+		{"oversized", append([]byte(`{"type":"hello","version":1,"client":"`), strings.Repeat("a", proto.MaxMessage)...), false, proto.CodeInvalid},
+		{"truncated then closed", []byte(`{"type":"hel`), false, ""},
+		{"silent", nil, false, ""},
+		{"silent after hello", nil, true, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, sock)
+			if tc.hello {
+				c.hello()
+			}
+			if tc.send != nil {
+				c.nc.Write(tc.send)
+			}
+			if tc.name == "truncated then closed" {
+				c.nc.(*net.UnixConn).CloseWrite()
+			}
+			c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			m, err := c.r.Read()
+			switch {
+			case tc.code == "" && err == nil:
+				t.Fatalf("got %+v, want the connection closed", m)
+			case tc.code == "" && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset"):
+				t.Fatalf("got %v, want EOF", err)
+			case tc.code != "" && (err != nil || m.Type != proto.TError || m.Code != tc.code):
+				t.Fatalf("got %+v, %v; want error %s", m, err, tc.code)
+			}
+		})
+	}
+	waitList(t, sock, "1:granted 2:waiting")
+	holder.nc.Close()
+	waiter.expect(proto.TGranted)
+}
+
+func TestPlacingAPidThatIsNotTheClientsChildIsDenied(t *testing.T) {
+	sock := startDaemon(t, Config{})
+	c := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	c.expect(proto.TGranted)
+	// pid 1 is not the client's child.
+	c.send(proto.Msg{Type: proto.TPlace, PID: 1})
+	if m := c.expect(proto.TError); m.Code != proto.CodeDenied {
+		t.Fatalf("place pid 1: %+v", m)
+	}
+	waitList(t, sock, "1:granted")
+	c.nc.Close()
+	waitList(t, sock, "")
+}
+
+func TestCheckChild(t *testing.T) {
+	cmd := exec.Command("sleep", "100")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	uid := uint32(os.Getuid())
+	if err := checkChild(cmd.Process.Pid, os.Getpid(), uid); err != nil {
+		t.Fatalf("own child: %v", err)
+	}
+	for _, tc := range []struct {
+		pid, parent int
+		uid         uint32
+	}{
+		{cmd.Process.Pid, os.Getppid(), uid},    // someone else's child
+		{cmd.Process.Pid, os.Getpid(), uid + 1}, // another user's
+		{os.Getpid(), os.Getpid(), uid},         // not a child at all
+		{1 << 30, os.Getpid(), uid},             // no such process
+	} {
+		if err := checkChild(tc.pid, tc.parent, tc.uid); !errors.Is(err, ErrNotChild) {
+			t.Errorf("checkChild(%d, %d, %d) = %v, want ErrNotChild", tc.pid, tc.parent, tc.uid, err)
+		}
+	}
+	if _, err := parseStatus([]byte("Name:\tx\nPPid:\tabc\nUid:\t0\n")); err == nil {
+		t.Error("bad PPid accepted")
+	}
+	if _, err := parseStatus([]byte("Name:\tx\n")); err == nil {
+		t.Error("status without PPid accepted")
+	}
+}
+
+func TestSecondDaemonOnTheSameSocketReportsRunning(t *testing.T) {
+	sock := startDaemon(t, Config{})
+	err := Run(context.Background(), Config{Socket: sock, Driver: "none", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if !errors.Is(err, ErrRunning) {
+		t.Fatalf("second daemon: %v, want ErrRunning", err)
+	}
+	dial(t, sock).hello() // the first one still serves
+}
+
+func TestIdleDaemonExits(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "pld")
+	defer os.RemoveAll(dir)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Config{Socket: filepath.Join(dir, "s"), Driver: "none", IdleExit: 50 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("idle daemon did not exit")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "s")); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+}
+
+// requireCgroupfs skips unless this host lets the daemon use cgroupfs.
+func requireCgroupfs(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("cgroupfs driver tests need root")
+	}
+	mount, err := cgroup.Mountpoint()
+	if err != nil {
+		t.Skipf("no cgroup2 mount: %v", err)
+	}
+	name := fmt.Sprintf("perflock-dtest-%d-%d", os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() {
+		jobs, _ := filepath.Glob(filepath.Join(mount, name, "*", "*-*"))
+		for _, d := range append(jobs, filepath.Join(mount, name, "exclusive"), filepath.Join(mount, name, "shared"), filepath.Join(mount, name)) {
+			if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	return name
+}
+
+// A shared preemptible job placed in its cgroup is frozen while an exclusive
+// job holds, and thawed after.
+func TestFreezePolicyFreezesSharedJobWhileExclusiveHolds(t *testing.T) {
+	name := requireCgroupfs(t)
+	sock := startDaemon(t, Config{Driver: "cgroupfs", CgroupName: name, Policy: lockq.Freeze})
+	mount, _ := cgroup.Mountpoint()
+
+	s := acquire(t, sock, proto.Msg{Mode: "shared", Preemptible: true})
+	s.expect(proto.TGranted)
+	child := exec.Command("sleep", "1000")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	s.send(proto.Msg{Type: proto.TPlace, PID: child.Process.Pid})
+	where := s.expect(proto.TPlaced).Where
+	if where != "/"+name+"/shared/s-1" {
+		t.Fatalf("placed in %q", where)
+	}
+	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", child.Process.Pid))
+	if !strings.Contains(string(cg), where) {
+		t.Fatalf("child's cgroups %q lack %s", cg, where)
+	}
+
+	x := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	x.expect(proto.TQueued)  // it waits for the freeze,
+	x.expect(proto.TGranted) // granted only once the freeze is confirmed
+	s.expect(proto.TFrozen)
+	if ev := readFile(t, filepath.Join(mount, name, "shared", "cgroup.events")); !strings.Contains(ev, "frozen 1") {
+		t.Fatalf("shared side not frozen when the exclusive job was granted: %q", ev)
+	}
+	waitList(t, sock, "1:frozen 2:granted")
+	x.nc.Close()
+	s.expect(proto.TThawed)
+	if ev := readFile(t, filepath.Join(mount, name, "shared", "cgroup.events")); !strings.Contains(ev, "frozen 0") {
+		t.Fatalf("shared side still frozen: %q", ev)
+	}
+	// The lease outlives the connection while the job runs.
+	s.nc.Close()
+	waitList(t, sock, "1:running")
+	child.Process.Kill()
+	child.Wait()
+	waitList(t, sock, "")
+	if _, err := os.Stat(filepath.Join(mount, name, "shared", "s-1")); !os.IsNotExist(err) {
+		t.Fatalf("job cgroup left behind: %v", err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/perflock/perflock/cgroup"
+)
+
+// Driver is where jobs run: it places a job's first process, says when the
+// job has no process left, and freezes the shared jobs as a whole.
+type Driver interface {
+	// Name is "cgroupfs" or "none".
+	Name() string
+	// CanFreeze reports whether SetSharedFrozen works; without it the
+	// daemon drains instead of freezing.
+	CanFreeze() bool
+	// Place puts pid, and so everything it starts, into a new place for job.
+	Place(ctx context.Context, job JobSpec, pid int) (Placement, error)
+	// SetSharedFrozen freezes (or thaws) every shared job and returns once
+	// the kernel or service manager confirms it.
+	SetSharedFrozen(ctx context.Context, frozen bool) error
+}
+
+// JobSpec is what a driver is told of a job.
+type JobSpec struct {
+	Ticket uint64
+	Name   string // "x-42" (exclusive or group), "s-43" (shared)
+	Shared bool
+	User   string
+	// Command is the job's argv, for descriptions.
+	Command []string
+}
+
+// Placement is one job's place.
+type Placement interface {
+	// Where is a cgroup path or unit name, "" if the driver has none.
+	Where() string
+	// WaitEmpty returns nil once no process of the job is left, or the
+	// context's error.
+	WaitEmpty(ctx context.Context) error
+	// Remove deletes the place once it is empty.
+	Remove() error
+}
+
+// OpenDriver picks a driver by name: "cgroupfs", "none", or "auto" (cgroupfs
+// where a writable cgroup2 tree exists, none otherwise). cgroupName is the
+// daemon's subtree under the cgroup2 mount.
+func OpenDriver(name, cgroupName string, log *slog.Logger) (Driver, error) {
+	switch name {
+	case "none":
+		return noneDriver{}, nil
+	case "cgroupfs":
+		return openCgroupfs(cgroupName)
+	case "auto", "":
+		d, err := openCgroupfs(cgroupName)
+		if err != nil {
+			log.Info("cgroupfs driver unavailable, using none", "reason", err)
+			return noneDriver{}, nil
+		}
+		return d, nil
+	}
+	return nil, fmt.Errorf("%w: unknown driver %q (want auto, cgroupfs or none)", ErrConfig, name)
+}
+
+// noneDriver runs jobs as plain processes: the lease is the connection,
+// which the job inherits.
+type noneDriver struct{}
+
+func (noneDriver) Name() string    { return "none" }
+func (noneDriver) CanFreeze() bool { return false }
+func (noneDriver) Place(context.Context, JobSpec, int) (Placement, error) {
+	return nonePlacement{}, nil
+}
+func (noneDriver) SetSharedFrozen(context.Context, bool) error {
+	return errors.New("daemon: the none driver cannot freeze")
+}
+
+type nonePlacement struct{}
+
+func (nonePlacement) Where() string                   { return "" }
+func (nonePlacement) WaitEmpty(context.Context) error { return nil }
+func (nonePlacement) Remove() error                   { return nil }
+
+// cgroupfsDriver places jobs in perflock's own cgroup2 subtree.
+type cgroupfsDriver struct {
+	tree *cgroup.Tree
+}
+
+func openCgroupfs(name string) (Driver, error) {
+	mount, err := cgroup.Mountpoint()
+	if err != nil {
+		return nil, fmt.Errorf("cgroupfs driver: %w", err)
+	}
+	t, err := cgroup.Open(mount, name)
+	if err != nil {
+		return nil, fmt.Errorf("cgroupfs driver: %w", err)
+	}
+	return &cgroupfsDriver{tree: t}, nil
+}
+
+func (d *cgroupfsDriver) Name() string    { return "cgroupfs" }
+func (d *cgroupfsDriver) CanFreeze() bool { return true }
+
+func (d *cgroupfsDriver) Place(ctx context.Context, job JobSpec, pid int) (Placement, error) {
+	kind := cgroup.Exclusive
+	if job.Shared {
+		kind = cgroup.Shared
+	}
+	j, err := d.tree.NewJob(kind, job.Ticket)
+	if err != nil {
+		return nil, err
+	}
+	if err := j.Add(pid); err != nil {
+		_ = j.Remove()
+		return nil, err
+	}
+	return cgroupPlacement{j}, nil
+}
+
+func (d *cgroupfsDriver) SetSharedFrozen(ctx context.Context, frozen bool) error {
+	if frozen {
+		return d.tree.FreezeShared(ctx)
+	}
+	return d.tree.ThawShared(ctx)
+}
+
+type cgroupPlacement struct{ j *cgroup.Job }
+
+func (p cgroupPlacement) Where() string                       { return p.j.Path() }
+func (p cgroupPlacement) WaitEmpty(ctx context.Context) error { return p.j.WaitEmpty(ctx) }
+func (p cgroupPlacement) Remove() error                       { return p.j.Remove() }

@@ -1,0 +1,464 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/perflock/perflock/lockq"
+	"github.com/perflock/perflock/proto"
+)
+
+var pidSelf = os.Getpid()
+
+type jobState uint8
+
+const (
+	stateWaiting jobState = iota
+	stateGranted          // holds; no process placed yet
+	statePlacing          // the driver is placing the job's process
+	stateRunning          // placed
+)
+
+// job is one request and, once granted, its lease. Loop-owned.
+type job struct {
+	ticket    lockq.Ticket
+	name      string
+	conn      *conn // nil once the client's connection is gone
+	uid       uint32
+	user      string
+	clientPID int
+	childPID  int
+	mode      lockq.Mode
+	resources []string
+	shared    bool
+	command   []string
+	state     jobState
+	since     time.Time // when it started waiting, then holding
+	place     Placement
+	empty     bool // the placement has no process left
+	frozen    bool // told the client it is frozen
+	stopWatch context.CancelFunc
+	lastPos   int
+	lastHold  string
+}
+
+func (j *job) holding() bool { return j.state != stateWaiting }
+
+func (s *server) userName(uid uint32) string {
+	if n, ok := s.users[uid]; ok {
+		return n
+	}
+	n := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(n); err == nil {
+		n = u.Username
+	}
+	s.users[uid] = n
+	return n
+}
+
+func (s *server) acquire(c *conn, m proto.Msg) {
+	if c.job != nil {
+		c.fail(proto.CodeInvalid, "one acquire per connection")
+		return
+	}
+	mode, err := lockq.ParseMode(m.Mode)
+	if err != nil {
+		c.fail(proto.CodeInvalid, "%v", err)
+		return
+	}
+	if m.Preemptible && mode.Kind != lockq.Shared {
+		c.fail(proto.CodeInvalid, "only shared jobs can be preemptible")
+		return
+	}
+	uid := c.cred.Uid
+	if s.waitingBy[uid] >= s.cfg.MaxWaiting && !m.Nonblock {
+		c.fail(proto.CodeLimit, "user %s already has %d waiting requests (the limit)", s.userName(uid), s.cfg.MaxWaiting)
+		return
+	}
+	j := &job{
+		conn: c, uid: uid, user: s.userName(uid), clientPID: int(c.cred.Pid),
+		mode: mode, resources: m.Resources, shared: mode.Kind == lockq.Shared,
+		command: m.Command, since: time.Now(),
+	}
+	if len(j.resources) == 0 {
+		j.resources = []string{lockq.Machine}
+	}
+	r := lockq.Request{Mode: mode, Resources: j.resources, Preemptible: m.Preemptible, Owner: j}
+	if m.TimeoutMS > 0 {
+		r.Deadline = j.since.Add(time.Duration(m.TimeoutMS) * time.Millisecond)
+	}
+	enqueue := s.q.Enqueue
+	if m.Nonblock {
+		enqueue = s.q.Try
+	}
+	t, acts, err := enqueue(r)
+	if errors.Is(err, lockq.ErrWouldBlock) {
+		c.finish(proto.Msg{Type: proto.TBusy, Holders: holdersFor(j, s.q.Holders())})
+		return
+	}
+	if err != nil {
+		c.fail(proto.CodeInvalid, "%v", err)
+		return
+	}
+	j.ticket = t
+	j.name = jobName(mode, t)
+	s.jobs[t] = j
+	c.job = j
+	s.waitingBy[uid]++
+	s.apply(acts)
+	if !j.holding() && s.jobs[t] == j {
+		_, waiting := s.q.Len()
+		j.lastPos, j.lastHold = waiting, ""
+		hs := holdersFor(j, s.q.Holders())
+		j.lastHold = holdersKey(hs)
+		c.send(proto.Msg{Type: proto.TQueued, Ticket: uint64(t), Position: waiting, Holders: hs})
+		s.log.Info("waiting", "job", j.name, "user", j.user, "pid", j.clientPID, "mode", mode.String(), "position", waiting)
+	}
+}
+
+func jobName(m lockq.Mode, t lockq.Ticket) string {
+	if m.Kind == lockq.Shared {
+		return "s-" + strconv.FormatUint(uint64(t), 10)
+	}
+	return "x-" + strconv.FormatUint(uint64(t), 10)
+}
+
+// apply carries out the queue's actions, in order.
+func (s *server) apply(acts []lockq.Action) {
+	for _, a := range acts {
+		j := s.jobs[a.Ticket]
+		if j == nil {
+			continue
+		}
+		switch a.Kind {
+		case lockq.Grant:
+			s.waitingBy[j.uid]--
+			j.state = stateGranted
+			j.since = time.Now()
+			if j.conn != nil {
+				j.conn.send(proto.Msg{Type: proto.TGranted, Ticket: uint64(j.ticket), Job: j.name})
+			}
+			s.log.Info("granted", "job", j.name, "user", j.user, "pid", j.clientPID, "mode", j.mode.String())
+		case lockq.Suspend:
+			s.frozenSet[j.ticket] = false
+		case lockq.Resume:
+			delete(s.frozenSet, j.ticket)
+			if j.frozen && j.conn != nil {
+				j.conn.send(proto.Msg{Type: proto.TThawed})
+			}
+			j.frozen = false
+		case lockq.Expire:
+			s.waitingBy[j.uid]--
+			delete(s.jobs, j.ticket)
+			if j.conn != nil {
+				j.conn.finish(proto.Msg{Type: proto.TExpired})
+				j.conn.job = nil
+			}
+			s.log.Info("timed out", "job", j.name, "user", j.user, "pid", j.clientPID)
+		}
+	}
+	s.dirty = true
+	s.wantFrozen = len(s.frozenSet) > 0
+	s.steerFreezer()
+}
+
+// steerFreezer starts a freeze or thaw when the shared jobs' state is not
+// what the queue wants. One call runs at a time; each result steers again.
+func (s *server) steerFreezer() {
+	if s.freezing || !s.drv.CanFreeze() {
+		return
+	}
+	if s.wantFrozen == s.isFrozen {
+		if s.isFrozen {
+			s.confirmFrozen()
+		}
+		return
+	}
+	s.freezing = true
+	want := s.wantFrozen
+	begin := time.Now()
+	s.goFn(func() {
+		err := s.drv.SetSharedFrozen(s.ctx, want)
+		s.post(func() { s.freezerDone(want, err, time.Since(begin)) })
+	})
+}
+
+func (s *server) freezerDone(frozen bool, err error, took time.Duration) {
+	s.freezing = false
+	if err != nil {
+		s.log.Error("freezer failed", "freeze", frozen, "err", err)
+		if frozen {
+			// Whoever waited for the freeze waits for the shared jobs to end.
+			var acts []lockq.Action
+			for t, confirmed := range s.frozenSet {
+				if !confirmed {
+					a, _ := s.q.SuspendFailed(t)
+					acts = append(acts, a...)
+				}
+			}
+			s.apply(acts)
+		}
+		return
+	}
+	s.isFrozen = frozen
+	s.log.Info("shared jobs "+map[bool]string{true: "frozen", false: "thawed"}[frozen], "took", took.String())
+	s.steerFreezer()
+}
+
+// confirmFrozen reports every suspension asked for as done: the shared jobs
+// are frozen as a whole.
+func (s *server) confirmFrozen() {
+	var acts []lockq.Action
+	for _, t := range sortedTickets(s.frozenSet) {
+		if s.frozenSet[t] {
+			continue
+		}
+		s.frozenSet[t] = true
+		if j := s.jobs[t]; j != nil && !j.frozen {
+			j.frozen = true
+			if j.conn != nil {
+				j.conn.send(proto.Msg{Type: proto.TFrozen})
+			}
+		}
+		a, _ := s.q.Suspended(t)
+		acts = append(acts, a...)
+	}
+	if len(acts) > 0 {
+		s.apply(acts)
+	}
+}
+
+func sortedTickets(m map[lockq.Ticket]bool) []lockq.Ticket {
+	ts := make([]lockq.Ticket, 0, len(m))
+	for t := range m {
+		ts = append(ts, t)
+	}
+	slices.Sort(ts)
+	return ts
+}
+
+// place puts the client's held child into the job's cgroup or scope.
+func (s *server) place(c *conn, pid int) {
+	j := c.job
+	if j == nil || j.state != stateGranted {
+		c.fail(proto.CodeInvalid, "place is allowed once, after granted")
+		return
+	}
+	if err := checkChild(pid, int(c.cred.Pid), c.cred.Uid); err != nil {
+		s.log.Warn("place refused", "job", j.name, "pid", pid, "err", err)
+		c.fail(proto.CodeDenied, "%v", err)
+		return
+	}
+	j.state = statePlacing
+	spec := JobSpec{Ticket: uint64(j.ticket), Name: j.name, Shared: j.shared, User: j.user, Command: j.command}
+	s.goFn(func() {
+		p, err := s.drv.Place(s.ctx, spec, pid)
+		s.post(func() { s.placed(j, pid, p, err) })
+	})
+}
+
+func (s *server) placed(j *job, pid int, p Placement, err error) {
+	if err != nil {
+		s.log.Error("placing job failed", "job", j.name, "pid", pid, "err", err)
+		j.state = stateGranted
+		if j.conn != nil {
+			j.conn.fail(proto.CodeInternal, "perflockd could not place the job: %v", err)
+		} else {
+			s.maybeRelease(j)
+		}
+		return
+	}
+	j.state, j.place, j.childPID = stateRunning, p, pid
+	if j.conn != nil {
+		j.conn.send(proto.Msg{Type: proto.TPlaced, Where: p.Where()})
+	}
+	s.log.Info("running", "job", j.name, "pid", pid, "where", p.Where())
+	ctx, cancel := context.WithCancel(s.ctx)
+	j.stopWatch = cancel
+	s.goFn(func() {
+		if err := p.WaitEmpty(ctx); err != nil {
+			return
+		}
+		s.post(func() {
+			j.empty = true
+			s.maybeRelease(j)
+		})
+	})
+}
+
+func (s *server) done(c *conn, status int) {
+	if j := c.job; j != nil && j.holding() {
+		s.log.Info("job ended", "job", j.name, "status", status)
+	}
+}
+
+// closed forgets a connection; its request is cancelled, or its lease ends
+// once the job has no process left.
+func (s *server) closed(c *conn) {
+	delete(s.conns, c)
+	j := c.job
+	if j == nil {
+		return
+	}
+	j.conn = nil
+	if !j.holding() {
+		s.waitingBy[j.uid]--
+		delete(s.jobs, j.ticket)
+		acts, err := s.q.Cancel(j.ticket)
+		if err == nil {
+			s.log.Info("cancelled", "job", j.name, "user", j.user, "pid", j.clientPID)
+			s.apply(acts)
+		}
+		return
+	}
+	s.maybeRelease(j)
+}
+
+// maybeRelease ends the lease once the client is gone and the job is empty.
+func (s *server) maybeRelease(j *job) {
+	if j.conn != nil || s.jobs[j.ticket] != j {
+		return
+	}
+	switch j.state {
+	case statePlacing:
+		return // placed() decides
+	case stateRunning:
+		if !j.empty {
+			return
+		}
+	}
+	delete(s.jobs, j.ticket)
+	delete(s.frozenSet, j.ticket)
+	if j.stopWatch != nil {
+		j.stopWatch()
+	}
+	if j.place != nil {
+		if err := j.place.Remove(); err != nil {
+			s.log.Warn("removing job's place", "job", j.name, "err", err)
+		}
+	}
+	acts, err := s.q.Release(j.ticket)
+	if err != nil {
+		s.log.Error("release", "job", j.name, "err", err)
+		return
+	}
+	s.log.Info("released", "job", j.name, "held", time.Since(j.since).Round(time.Millisecond).String())
+	s.apply(acts)
+}
+
+// holdersFor summarises, from the queue's holders, those in j's way: at
+// most maxListedHolders.
+func holdersFor(j *job, holders []lockq.Entry) []proto.Holder {
+	var out []proto.Holder
+	now := time.Now()
+	for _, e := range holders {
+		h, ok := e.Owner.(*job)
+		if !ok || !overlaps(h.resources, j.resources) || h.mode.Compatible(j.mode) {
+			continue
+		}
+		out = append(out, proto.Holder{
+			User: h.user, Mode: h.mode.String(), Command: oneLine(h.command, maxCommandInStatus),
+			HeldMS: now.Sub(h.since).Milliseconds(), Frozen: e.Suspend == lockq.IsSuspended,
+		})
+		if len(out) == maxListedHolders {
+			break
+		}
+	}
+	return out
+}
+
+func overlaps(a, b []string) bool {
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			return true
+		}
+	}
+	return false
+}
+
+func holdersKey(hs []proto.Holder) string {
+	var b strings.Builder
+	for _, h := range hs {
+		fmt.Fprintf(&b, "%s\x00%s\x00%s\x00%v\x01", h.User, h.Mode, h.Command, h.Frozen)
+	}
+	return b.String()
+}
+
+func oneLine(argv []string, max int) string {
+	s := strings.Join(argv, " ")
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		s = s[:max-3] + "..."
+	}
+	return s
+}
+
+// broadcast tells waiters whose position or blockers changed.
+func (s *server) broadcast() {
+	if !s.dirty {
+		return
+	}
+	s.dirty = false
+	view := s.q.View()
+	hold, _ := s.q.Len()
+	holders := view[:hold]
+	for _, e := range view[hold:] {
+		j, ok := e.Owner.(*job)
+		if !ok || j.conn == nil {
+			continue
+		}
+		hs := holdersFor(j, holders)
+		key := holdersKey(hs)
+		if e.Position == j.lastPos && key == j.lastHold {
+			continue
+		}
+		j.lastPos, j.lastHold = e.Position, key
+		j.conn.send(proto.Msg{Type: proto.TWaiting, Position: e.Position, Holders: hs})
+	}
+}
+
+// list is the queue as wholock shows it.
+func (s *server) list() proto.Msg {
+	now := time.Now()
+	m := proto.Msg{Type: proto.TList, Entries: []proto.Entry{}}
+	for _, e := range s.q.View() {
+		j, ok := e.Owner.(*job)
+		if !ok {
+			continue
+		}
+		ent := proto.Entry{
+			Ticket: uint64(j.ticket), Job: j.name, Mode: j.mode.String(), Resources: j.resources,
+			User: j.user, UID: j.uid, PID: j.clientPID, ChildPID: j.childPID, Position: e.Position,
+			SinceMS: j.since.UnixMilli(), ForMS: now.Sub(j.since).Milliseconds(), Command: j.command,
+		}
+		if j.place != nil {
+			ent.Where = j.place.Where()
+		}
+		switch {
+		case !e.Holding:
+			ent.State = "waiting"
+		case e.Suspend == lockq.IsSuspended:
+			ent.State = "frozen"
+		case e.Suspend == lockq.Suspending:
+			ent.State = "freezing"
+		case j.state == stateRunning:
+			ent.State = "running"
+		default:
+			ent.State = "granted"
+		}
+		m.Entries = append(m.Entries, ent)
+	}
+	return m
+}

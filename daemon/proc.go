@@ -1,0 +1,78 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// ErrNotChild: a pid to place is not the asking client's own child.
+var ErrNotChild = errors.New("daemon: pid is not the client's own child")
+
+// procRoot is where /proc is; tests may point it elsewhere.
+var procRoot = "/proc"
+
+// checkChild verifies that pid is a child of parent and runs as uid. The
+// client cannot fake either: the parent pid and uid come from SO_PEERCRED,
+// and a client's unreaped child cannot be replaced by another process.
+func checkChild(pid, parent int, uid uint32) error {
+	b, err := os.ReadFile(fmt.Sprintf("%s/%d/status", procRoot, pid))
+	if err != nil {
+		return fmt.Errorf("%w: pid %d: %v", ErrNotChild, pid, err)
+	}
+	st, err := parseStatus(b)
+	if err != nil {
+		return fmt.Errorf("%w: pid %d: %v", ErrNotChild, pid, err)
+	}
+	if st.ppid != parent {
+		return fmt.Errorf("%w: pid %d has parent %d, the client is %d", ErrNotChild, pid, st.ppid, parent)
+	}
+	if st.uid != uid {
+		return fmt.Errorf("%w: pid %d runs as uid %d, the client as %d", ErrNotChild, pid, st.uid, uid)
+	}
+	return nil
+}
+
+type procStatus struct {
+	ppid int
+	uid  uint32 // real uid
+}
+
+// parseStatus reads PPid and the real Uid from /proc/PID/status.
+func parseStatus(b []byte) (procStatus, error) {
+	var st procStatus
+	var havePPid, haveUid bool
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		switch k {
+		case "PPid":
+			n, err := strconv.Atoi(f[0])
+			if err != nil {
+				return st, fmt.Errorf("bad PPid %q", v)
+			}
+			st.ppid, havePPid = n, true
+		case "Uid":
+			n, err := strconv.ParseUint(f[0], 10, 32)
+			if err != nil {
+				return st, fmt.Errorf("bad Uid %q", v)
+			}
+			st.uid, haveUid = uint32(n), true
+		}
+	}
+	if !havePPid || !haveUid {
+		return st, errors.New("no PPid or Uid line")
+	}
+	return st, nil
+}

@@ -1,0 +1,274 @@
+// Package proto is perflock's wire protocol between the commands and
+// perflockd: newline-delimited JSON objects over a Unix stream socket, each
+// at most [MaxMessage] bytes, with a version handshake. docs/protocol.md is
+// its manual; this package is its definition.
+package proto
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// MaxMessage bounds one encoded message, newline included.
+const MaxMessage = 64 << 10
+
+// Limits on request contents, checked by Validate.
+const (
+	MaxArgs      = 256  // words in a command line
+	MaxArgBytes  = 4096 // bytes in one word, as sent (longer words are cut by the client)
+	MaxResources = 16
+	MaxNameBytes = 128 // a resource name
+)
+
+// Message types. Client to daemon: Hello, Acquire, Place, Done, List.
+// Daemon to client: Hello, Queued, Waiting, Granted, Placed, Busy, Expired,
+// Frozen, Thawed, List, Error.
+const (
+	THello   = "hello"
+	TAcquire = "acquire"
+	TPlace   = "place"
+	TDone    = "done"
+	TList    = "list"
+
+	TQueued  = "queued"
+	TWaiting = "waiting"
+	TGranted = "granted"
+	TPlaced  = "placed"
+	TBusy    = "busy"
+	TExpired = "expired"
+	TFrozen  = "frozen"
+	TThawed  = "thawed"
+	TError   = "error"
+)
+
+// Error codes carried by TError messages.
+const (
+	CodeVersion  = "version"  // unsupported protocol version
+	CodeInvalid  = "invalid"  // malformed or out-of-order message
+	CodeDenied   = "denied"   // not allowed for this user or pid
+	CodeLimit    = "limit"    // a per-user or daemon limit is reached
+	CodeInternal = "internal" // the daemon failed; the message says how
+)
+
+// Msg is one message. Type says which of the other fields are meaningful;
+// docs/protocol.md lists them per type. Unknown fields are ignored, so later
+// versions may add fields.
+type Msg struct {
+	Type string `json:"type"`
+
+	// hello (both ways)
+	Version int    `json:"version,omitempty"`
+	Client  string `json:"client,omitempty"` // client → daemon: program name
+	Driver  string `json:"driver,omitempty"` // daemon → client
+	Policy  string `json:"policy,omitempty"` // daemon → client
+	PID     int    `json:"pid,omitempty"`    // hello: daemon pid; place: the child to place
+
+	// acquire
+	Mode        string   `json:"mode,omitempty"` // "exclusive", "shared", "group(ID)"
+	Resources   []string `json:"resources,omitempty"`
+	Preemptible bool     `json:"preemptible,omitempty"`
+	Nonblock    bool     `json:"nonblock,omitempty"`
+	TimeoutMS   int64    `json:"timeout_ms,omitempty"` // 0: wait forever
+	Command     []string `json:"command,omitempty"`
+
+	// queued, waiting, granted, busy
+	Ticket   uint64   `json:"ticket,omitempty"`
+	Position int      `json:"position,omitempty"`
+	Holders  []Holder `json:"holders,omitempty"`
+	Job      string   `json:"job,omitempty"` // granted: the job's name, e.g. "x-42"
+
+	// placed
+	Where string `json:"where,omitempty"` // cgroup path or unit, "" when the driver has none
+
+	// done
+	Status int `json:"status,omitempty"`
+
+	// list
+	Entries []Entry `json:"entries,omitempty"`
+
+	// error
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Holder summarises a job that holds, for a waiter's status line.
+type Holder struct {
+	User    string `json:"user"`
+	Mode    string `json:"mode"`
+	Command string `json:"command"`
+	HeldMS  int64  `json:"held_ms"`
+	Frozen  bool   `json:"frozen,omitempty"`
+}
+
+// Entry is one row of the queue listing.
+type Entry struct {
+	Ticket    uint64   `json:"ticket"`
+	Job       string   `json:"job"`
+	State     string   `json:"state"` // "running", "frozen", "freezing", "granted", "waiting"
+	Mode      string   `json:"mode"`
+	Resources []string `json:"resources"`
+	User      string   `json:"user"`
+	UID       uint32   `json:"uid"`
+	PID       int      `json:"pid"`             // the client's pid
+	ChildPID  int      `json:"child_pid"`       // the job's pid once placed
+	Position  int      `json:"position"`        // waiters only, from 1
+	SinceMS   int64    `json:"since_unix_ms"`   // when it started waiting or holding
+	ForMS     int64    `json:"for_ms"`          // how long it has been in that state
+	Where     string   `json:"where,omitempty"` // cgroup path or unit
+	Command   []string `json:"command"`
+}
+
+var (
+	// ErrTooLong: a message exceeded MaxMessage.
+	ErrTooLong = errors.New("proto: message too long")
+	// ErrMalformed: a message is not valid JSON or misses required fields.
+	ErrMalformed = errors.New("proto: malformed message")
+)
+
+// Reader reads messages from a stream.
+type Reader struct {
+	br *bufio.Reader
+}
+
+// NewReader returns a Reader on r.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, 4096)}
+}
+
+// Read returns the next message. It fails with ErrTooLong when a line
+// exceeds MaxMessage (the stream is then unusable), ErrMalformed for a bad
+// message, and io.EOF at a clean end of stream.
+func (r *Reader) Read() (Msg, error) {
+	var line []byte
+	for {
+		chunk, err := r.br.ReadSlice('\n')
+		if len(line)+len(chunk) > MaxMessage {
+			return Msg{}, ErrTooLong
+		}
+		line = append(line, chunk...)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if errors.Is(err, io.EOF) && len(line) > 0 {
+			return Msg{}, fmt.Errorf("%w: truncated message", ErrMalformed)
+		}
+		return Msg{}, err
+	}
+	return Decode(line)
+}
+
+// Decode parses one message (with or without its newline) and checks it with
+// Validate.
+func Decode(b []byte) (Msg, error) {
+	var m Msg
+	if len(b) > MaxMessage {
+		return m, ErrTooLong
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&m); err != nil {
+		return Msg{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if dec.More() {
+		return Msg{}, fmt.Errorf("%w: more than one JSON value on a line", ErrMalformed)
+	}
+	if err := m.Validate(); err != nil {
+		return Msg{}, err
+	}
+	return m, nil
+}
+
+// Encode returns m as one line, newline included, or ErrTooLong.
+func Encode(m Msg) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("proto: encode %s: %w", m.Type, err)
+	}
+	if len(b)+1 > MaxMessage {
+		return nil, fmt.Errorf("%w: %s message of %d bytes", ErrTooLong, m.Type, len(b)+1)
+	}
+	return append(b, '\n'), nil
+}
+
+// Write encodes m and writes it to w in one call.
+func Write(w io.Writer, m Msg) error {
+	b, err := Encode(m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// Validate checks the fields a message of its type needs. Types it does not
+// know are malformed: a peer of a later version must negotiate with hello.
+func (m *Msg) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrMalformed, m.Type, fmt.Sprintf(format, a...))
+	}
+	switch m.Type {
+	case THello:
+		if m.Version <= 0 {
+			return bad("no version")
+		}
+	case TAcquire:
+		if m.Mode == "" {
+			return bad("no mode")
+		}
+		if len(m.Command) == 0 || len(m.Command) > MaxArgs {
+			return bad("command must have 1 to %d words", MaxArgs)
+		}
+		for _, a := range m.Command {
+			if len(a) > MaxArgBytes {
+				return bad("command word longer than %d bytes", MaxArgBytes)
+			}
+		}
+		if len(m.Resources) > MaxResources {
+			return bad("more than %d resources", MaxResources)
+		}
+		for _, r := range m.Resources {
+			if err := ValidName(r); err != nil {
+				return bad("%v", err)
+			}
+		}
+		if m.TimeoutMS < 0 {
+			return bad("negative timeout")
+		}
+	case TPlace:
+		if m.PID <= 0 {
+			return bad("no pid")
+		}
+	case TDone, TList, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TFrozen, TThawed:
+	case TError:
+		if m.Code == "" {
+			return bad("no code")
+		}
+	case "":
+		return fmt.Errorf("%w: no type", ErrMalformed)
+	default:
+		return bad("unknown message type")
+	}
+	return nil
+}
+
+// ValidName checks a resource name: 1 to MaxNameBytes of [A-Za-z0-9._-].
+func ValidName(s string) error {
+	if s == "" || len(s) > MaxNameBytes {
+		return fmt.Errorf("resource name must be 1 to %d characters", MaxNameBytes)
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("resource name %q: only letters, digits, '.', '_' and '-'", s)
+		}
+	}
+	return nil
+}
