@@ -1,0 +1,138 @@
+package proto
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestRoundTripOfEveryClientMessage(t *testing.T) {
+	for _, m := range []Msg{
+		{Type: THello, Version: Version, Client: "perfrun"},
+		{Type: TAcquire, Mode: "group(7)", Resources: []string{"cpu", "net"}, Preemptible: false, Nonblock: true, TimeoutMS: 1500, Command: []string{"make", "bench"}},
+		{Type: TPlace, PID: 42},
+		{Type: TDone, Status: 3},
+		{Type: TList},
+	} {
+		b, err := Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasSuffix(b, []byte("\n")) || bytes.Count(b, []byte("\n")) != 1 {
+			t.Fatalf("%s: not one line: %q", m.Type, b)
+		}
+		got, err := NewReader(bytes.NewReader(b)).Read()
+		if err != nil {
+			t.Fatalf("%s: %v", m.Type, err)
+		}
+		if got.Type != m.Type || got.Mode != m.Mode || got.PID != m.PID || got.TimeoutMS != m.TimeoutMS || strings.Join(got.Command, " ") != strings.Join(m.Command, " ") {
+			t.Fatalf("round trip %+v -> %+v", m, got)
+		}
+	}
+}
+
+func TestReaderReadsSuccessiveMessagesAndStopsAtEOF(t *testing.T) {
+	in := `{"type":"hello","version":1}` + "\n" + `{"type":"list"}` + "\n"
+	r := NewReader(strings.NewReader(in))
+	for _, want := range []string{THello, TList} {
+		m, err := r.Read()
+		if err != nil || m.Type != want {
+			t.Fatalf("got %+v, %v; want %s", m, err, want)
+		}
+	}
+	if _, err := r.Read(); !errors.Is(err, io.EOF) {
+		t.Fatalf("at end: %v, want EOF", err)
+	}
+}
+
+func TestReaderRefusesBadInput(t *testing.T) {
+	long := `{"type":"hello","version":1,"client":"` + strings.Repeat("a", MaxMessage) + `"}` + "\n"
+	for _, tc := range []struct {
+		in   string
+		want error
+	}{
+		{long, ErrTooLong},
+		{strings.Repeat("x", MaxMessage+10), ErrTooLong},
+		{`{"type":"hel`, ErrMalformed},
+		{"not json\n", ErrMalformed},
+		{`{"type":"hello","version":1} {"type":"list"}` + "\n", ErrMalformed},
+		{`{}` + "\n", ErrMalformed},
+		{`{"type":"hello"}` + "\n", ErrMalformed},
+		{`{"type":"acquire","mode":"exclusive"}` + "\n", ErrMalformed},
+		{`{"type":"acquire","mode":"exclusive","command":["x"],"resources":["a/b"]}` + "\n", ErrMalformed},
+		{`{"type":"acquire","mode":"exclusive","command":["x"],"timeout_ms":-1}` + "\n", ErrMalformed},
+		{`{"type":"acquire","command":["x"]}` + "\n", ErrMalformed},
+		{`{"type":"place","pid":0}` + "\n", ErrMalformed},
+		{`{"type":"error"}` + "\n", ErrMalformed},
+		{`{"type":"grab"}` + "\n", ErrMalformed},
+		{`{"type":7}` + "\n", ErrMalformed},
+	} {
+		_, err := NewReader(strings.NewReader(tc.in)).Read()
+		if !errors.Is(err, tc.want) {
+			in := tc.in
+			if len(in) > 60 {
+				in = in[:60] + "..."
+			}
+			t.Errorf("Read(%q) = %v, want %v", in, err, tc.want)
+		}
+	}
+}
+
+func TestLimitsOnAcquire(t *testing.T) {
+	words := make([]string, MaxArgs+1)
+	for i := range words {
+		words[i] = "w"
+	}
+	res := make([]string, MaxResources+1)
+	for i := range res {
+		res[i] = "r" + strings.Repeat("x", i)
+	}
+	for _, m := range []Msg{
+		{Type: TAcquire, Mode: "shared", Command: words},
+		{Type: TAcquire, Mode: "shared", Command: []string{strings.Repeat("a", MaxArgBytes+1)}},
+		{Type: TAcquire, Mode: "shared", Command: []string{"x"}, Resources: res},
+		{Type: TAcquire, Mode: "shared", Command: []string{"x"}, Resources: []string{strings.Repeat("n", MaxNameBytes+1)}},
+		{Type: TAcquire, Mode: "shared", Command: []string{"x"}, Resources: []string{""}},
+	} {
+		if err := m.Validate(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Validate accepted an acquire over the limits: %v", err)
+		}
+	}
+	if _, err := Encode(Msg{Type: TList, Message: strings.Repeat("m", MaxMessage)}); !errors.Is(err, ErrTooLong) {
+		t.Errorf("Encode of an oversized message: %v", err)
+	}
+}
+
+// FuzzDecode: no input makes the decoder panic, accept more than MaxMessage,
+// or accept a message that fails validation.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"hello","version":1,"client":"perfrun"}`,
+		`{"type":"acquire","mode":"group(3)","resources":["cpu","net"],"command":["make","bench"],"timeout_ms":100}`,
+		`{"type":"place","pid":12}`,
+		`{"type":"list"}`,
+		`{"type":"done","status":1}`,
+		`{"type":"error","code":"invalid","message":"x"}`,
+		`{"type":"acquire","mode":"exclusive","command":[]}`,
+		"\x00\xff{",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Decode(b)
+		if err != nil {
+			return
+		}
+		if len(b) > MaxMessage {
+			t.Fatalf("accepted %d bytes", len(b))
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatalf("accepted an invalid message: %v", err)
+		}
+		if _, err := Encode(m); err != nil && !errors.Is(err, ErrTooLong) {
+			t.Fatalf("cannot re-encode an accepted message: %v", err)
+		}
+	})
+}
