@@ -1,0 +1,98 @@
+// Package cli holds the cobra commands of perfrun, pls, wholock and
+// perflockd, and the Main every one of their programs calls.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/perflock/perflock/runner"
+)
+
+// Main runs a perflock program and returns its exit status. It first looks
+// at the name it was run under: runner.HeldArg0 runs the held-child
+// trampoline (which never returns), runner.DaemonArg0 ("perflockd") runs
+// the daemon, so that any perflock binary can start a daemon or a job by
+// re-executing itself; otherwise it runs newCmd() with os.Args[1:]. Usage
+// errors exit 64 with a hint to --help.
+func Main(newCmd func() *cobra.Command) int {
+	var cmd *cobra.Command
+	switch filepath.Base(os.Args[0]) {
+	case runner.HeldArg0:
+		runner.HeldChildMain()
+	case runner.DaemonArg0:
+		cmd = NewPerflockd()
+	default:
+		cmd = newCmd()
+	}
+	return execute(cmd, os.Args[1:])
+}
+
+// usageError is a bad flag or argument: exit 64 with a hint to --help.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// exitError ends the program with code, printing err first when not nil.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e exitError) Unwrap() error { return e.err }
+
+// exitCode turns a status into the error RunE returns: nil for 0.
+func exitCode(code int) error {
+	if code == 0 {
+		return nil
+	}
+	return exitError{code: code}
+}
+
+func execute(cmd *cobra.Command, args []string) int {
+	cmd.SetArgs(args)
+	cmd.SilenceUsage = true
+	cmd.SilenceErrors = true
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	err := cmd.ExecuteContext(context.Background())
+	if err == nil {
+		return 0
+	}
+	name := cmd.Name()
+	var ee exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s\n", name, message(ee.err))
+		}
+		return ee.code
+	}
+	// usageError, or cobra's own complaints about arguments.
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s\nRun '%s --help' for usage.\n", name, message(err), name)
+	return runner.ExitUsage
+}
+
+// message is err for users, without the library's package prefixes.
+func message(err error) string {
+	return strings.ReplaceAll(err.Error(), "runner: ", "")
+}
+
+// helpTemplate puts the manual sections (annotation "manual") after the
+// flags.
+const helpTemplate = `{{with .Long}}{{.}}
+
+{{end}}{{.UsageString}}{{with index .Annotations "manual"}}
+{{.}}
+{{end}}`

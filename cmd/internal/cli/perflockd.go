@@ -1,0 +1,152 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/perflock/perflock/daemon"
+	"github.com/perflock/perflock/lockq"
+	"github.com/perflock/perflock/runner"
+)
+
+// NewPerflockd is the daemon's command.
+func NewPerflockd() *cobra.Command {
+	var (
+		socket, driver, policy, cgroupName, logLevel, logFormat string
+		idleExit                                                time.Duration
+		maxWaiting                                              int
+	)
+	cmd := &cobra.Command{
+		Use:   "perflockd [flags]",
+		Short: "serve perflock's fair lock queue",
+		Long: `perflockd owns perflock's fair lock queue. perfrun, pls and wholock talk to it over
+a Unix socket; it grants the machine in arrival order, places each job in a cgroup of
+its own, and freezes shared (pls) jobs while an exclusive job runs.
+
+You rarely start it by hand: the commands start a per-user daemon on demand, and a
+system-wide one is installed as a service. Stopping it (SIGTERM) leaves running jobs
+running.
+
+SOCKET
+  --socket, or PERFLOCK_SOCKET; otherwise /run/perflock/perflock.sock when run as
+  root, else the per-user socket the commands use ($XDG_RUNTIME_DIR/perflock/perflock.sock,
+  or /tmp/perflock-$UID/perflock.sock).
+
+DRIVERS
+  cgroupfs  each job in its own cgroup under <cgroup2 mount>/<cgroup-name>/{exclusive,shared};
+            shared jobs are frozen with cgroup.freeze (needs a writable cgroup2 tree: root).
+  none      plain processes; the freeze policy falls back to drain.
+  auto      cgroupfs where it works, else none.
+
+POLICIES
+  freeze    an exclusive job waits only for shared jobs to be frozen, then runs; they are
+            thawed when no exclusive job holds or waits.
+  drain     an exclusive job waits for running shared jobs to finish; later shared jobs
+            wait behind it.
+
+EXIT STATUS
+  0 on a clean stop (also when another perflockd already serves the socket),
+  64 on bad usage, 69 when it cannot serve (socket, cgroups).`,
+		Example: `  # a system daemon by hand, as root, logging JSON
+  perflockd --driver cgroupfs --log-format json
+
+  # drain instead of freezing
+  perflockd --policy drain`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
+			if err != nil {
+				return usageError{err}
+			}
+			pol, err := parsePolicy(policy)
+			if err != nil {
+				return usageError{err}
+			}
+			path, err := daemonSocket(socket)
+			if err != nil {
+				return exitError{runner.ExitUnavailable, err}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			err = daemon.Run(ctx, daemon.Config{
+				Socket: path, Policy: pol, Driver: driver, CgroupName: cgroupName,
+				IdleExit: idleExit, MaxWaiting: maxWaiting, Logger: log,
+			})
+			if errors.Is(err, daemon.ErrRunning) {
+				log.Info("another perflockd already serves this socket", "socket", path)
+				return nil
+			}
+			if errors.Is(err, daemon.ErrConfig) {
+				return usageError{err}
+			}
+			if err != nil {
+				return exitError{runner.ExitUnavailable, err}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&socket, "socket", "", "listen on `PATH` (default: see SOCKET)")
+	f.StringVar(&driver, "driver", "auto", "where jobs run: auto, cgroupfs or none")
+	f.StringVar(&policy, "policy", "freeze", "what shared jobs do while an exclusive job waits: freeze or drain")
+	f.StringVar(&cgroupName, "cgroup-name", daemon.DefaultCgroupName, "the daemon's cgroup subtree (cgroupfs driver)")
+	f.DurationVar(&idleExit, "idle-exit", 0, "exit after this long with no job and no client (0: never)")
+	f.IntVar(&maxWaiting, "max-waiting", daemon.DefaultMaxWaiting, "waiting requests allowed per user")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+func parsePolicy(s string) (lockq.Policy, error) {
+	switch s {
+	case "freeze":
+		return lockq.Freeze, nil
+	case "drain":
+		return lockq.Drain, nil
+	}
+	return 0, fmt.Errorf("unknown policy %q (want freeze or drain)", s)
+}
+
+func newLogger(w interface{ Write([]byte) (int, error) }, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// daemonSocket is where the daemon listens: the flag, PERFLOCK_SOCKET, the
+// system socket for root, or the per-user socket. It creates the directory.
+func daemonSocket(flag string) (string, error) {
+	if flag == "" {
+		flag = os.Getenv("PERFLOCK_SOCKET")
+	}
+	if flag != "" {
+		return flag, nil
+	}
+	if os.Geteuid() == 0 {
+		dir := filepath.Dir(runner.SystemSocket)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", fmt.Errorf("create %s: %w", dir, err)
+		}
+		return runner.SystemSocket, nil
+	}
+	return runner.UserSocket()
+}

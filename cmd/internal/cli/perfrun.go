@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/perflock/perflock/runner"
+)
+
+// NewPerfrun is perfrun: run a command alone on the machine.
+func NewPerfrun() *cobra.Command {
+	return newJobCommand("perfrun", runner.Options{Mode: "exclusive"}, `perfrun runs CMD alone on the machine. It waits its turn in a fair first-come,
+first-served queue kept by perflockd, then runs CMD with every core to itself and
+exits with CMD's status. Background jobs started with pls are frozen while CMD runs
+(or, under the daemon's drain policy, finish first and wait behind it).
+
+The queue is fair: a request waits only behind earlier requests it conflicts with,
+and later ones wait behind it, so a stream of shared jobs cannot starve it. The
+lease lasts until perfrun is gone AND every process of CMD has exited: killing
+perfrun does not hand the machine to the next job while CMD still runs.
+
+CMD is a child of perfrun with the same terminal, environment, working directory
+and process group; it is placed in the job's cgroup before it starts. Nobody has
+to start a daemon: without a system daemon, perfrun starts a per-user one.`,
+		`  # run a benchmark alone, after waiting its turn
+  perfrun -- make bench
+
+  # from cron: if the machine is busy, skip this run and exit 0 (add -q for no message)
+  perfrun -n -E 0 -- ./nightly.sh
+
+  # give up (exit 75) after waiting ten minutes
+  perfrun -t 10m -- ./bench
+
+  # who holds the machine, who waits
+  wholock`)
+}
+
+// NewPls is pls: run background work that shares the machine and steps
+// aside for exclusive jobs.
+func NewPls() *cobra.Command {
+	return newJobCommand("pls", runner.Options{Mode: "shared", Preemptible: true}, `pls ("please") runs CMD as background work: any number of pls jobs run side by
+side, but they step aside for exclusive jobs (perfrun). While an exclusive job runs,
+pls jobs are frozen (the daemon's freeze policy, the default) and thawed after it;
+under the drain policy no new pls job starts while an exclusive job waits, and the
+exclusive job starts when the running ones have finished.
+
+The queue is fair: a request waits only behind earlier requests it conflicts with.
+The lease lasts until pls is gone AND every process of CMD has exited. CMD is a
+child of pls with the same terminal, environment, working directory and process
+group; it is placed in the job's cgroup before it starts. Nobody has to start a
+daemon: without a system daemon, pls starts a per-user one.`,
+		`  # a parallel build that yields to benchmarks
+  pls -- make -j8
+
+  # only if nothing exclusive holds or waits right now
+  pls -n -- ./crunch.sh`)
+}
+
+func newJobCommand(name string, o runner.Options, long, examples string) *cobra.Command {
+	var timeout timeoutValue
+	cmd := &cobra.Command{
+		Use:     name + " [flags] [--] CMD [ARG...]",
+		Short:   "run a command under perflock's fair machine lock",
+		Long:    long,
+		Example: examples,
+		Annotations: map[string]string{
+			"manual": jobManual(name),
+		},
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError{fmt.Errorf("no command given")}
+			}
+			if o.ConflictExit < 0 || o.ConflictExit > 255 {
+				return usageError{fmt.Errorf("-E %d: an exit status is 0 to 255", o.ConflictExit)}
+			}
+			if o.Quiet && o.Verbose {
+				return usageError{fmt.Errorf("-q and -v exclude each other")}
+			}
+			o.Program = name
+			o.Timeout = time.Duration(timeout)
+			return exitCode(runner.Run(cmd.Context(), o, args))
+		},
+	}
+	cmd.SetHelpTemplate(helpTemplate)
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.SortFlags = false
+	f.BoolVarP(&o.Nonblock, "nonblock", "n", false, "fail at once (exit 75, see -E) if the lock cannot be had now")
+	f.VarP(&timeout, "timeout", "t", "give up waiting after `DURATION` (exit 75, see -E): 30s, 10m, 1h30m, or seconds such as 30 or 2.5")
+	f.IntVarP(&o.ConflictExit, "conflict-exit-code", "E", runner.ExitConflict, "exit with `N` when the lock is not obtained (-n or -t)")
+	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no waiting status, no busy or timeout message")
+	f.BoolVarP(&o.Verbose, "verbose", "v", false, "say when granted, where the job runs, when frozen or thawed, and its exit status")
+	f.StringVar(&o.Socket, "socket", "", "talk to the perflockd at `PATH` (default: see ENVIRONMENT)")
+	f.BoolVarP(&o.Close, "close", "o", false, "do not hand the lease descriptor to CMD (see LEASE)")
+	return cmd
+}
+
+func jobManual(name string) string {
+	return fmt.Sprintf(`While waiting:
+  On a terminal, a status line on stderr shows the position in line and who holds
+  the machine, for how long; otherwise one line is printed when waiting starts.
+  -q silences both.
+
+EXIT STATUS
+  CMD's status  CMD ran and exited
+  128+N         CMD died of signal N, or %[1]s was cancelled by signal N while
+                waiting (130 for Ctrl-C)
+  75            the lock was not obtained: busy with -n, or -t expired (-E changes it)
+  64            bad usage, or the daemon rejected the request as invalid
+  69            no perflockd reachable or startable, or it failed
+  126           CMD was found but cannot be executed
+  127           CMD was not found (checked before waiting in line)
+
+SIGNALS
+  While waiting, SIGINT (Ctrl-C), SIGTERM, SIGHUP and SIGQUIT cancel the request:
+  %[1]s exits 128+N. While CMD runs, %[1]s forwards SIGTERM, SIGHUP, SIGQUIT and
+  SIGINT to it, except that when CMD runs in the terminal's foreground, SIGINT and
+  SIGQUIT are not forwarded: CMD shares %[1]s's process group, so Ctrl-C and Ctrl-\
+  already reach it from the terminal, and forwarding them would deliver them twice.
+  Signals ignored when %[1]s starts (nohup) stay ignored, for CMD too.
+
+LEASE
+  CMD inherits the connection to perflockd as file descriptor 5, the way flock(1)
+  hands its lock to the command: with the none driver (no cgroups) the lease then
+  lasts until the last copy is closed, even if %[1]s is killed. -o keeps it from
+  CMD. With cgroups, the lease lasts until the job's cgroup is empty as well.
+
+ENVIRONMENT
+  PERFLOCK_SOCKET  the daemon's socket, like --socket. Otherwise the system
+                   daemon's /run/perflock/perflock.sock if it exists, else a per-user
+                   daemon at $XDG_RUNTIME_DIR/perflock/perflock.sock (or
+                   /tmp/perflock-$UID/perflock.sock) that %[1]s starts on demand and
+                   that exits when idle; its log is perflockd.log beside the socket.`, name)
+}
+
+// timeoutValue is a -t flag: a Go duration or a number of seconds.
+type timeoutValue time.Duration
+
+func (t *timeoutValue) String() string {
+	if *t == 0 {
+		return ""
+	}
+	return time.Duration(*t).String()
+}
+
+func (t *timeoutValue) Set(s string) error {
+	d, err := runner.ParseTimeout(s)
+	if err != nil {
+		return err
+	}
+	*t = timeoutValue(d)
+	return nil
+}
+
+func (t *timeoutValue) Type() string { return "duration" }

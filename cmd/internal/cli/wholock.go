@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/perflock/perflock/runner"
+)
+
+// NewWholock is wholock: list who holds the machine and who waits.
+func NewWholock() *cobra.Command {
+	var asJSON bool
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "wholock [--json] [--socket PATH]",
+		Short: "list the jobs that hold or wait for the machine",
+		Long: `wholock lists perflock's queue: one row per job, first those that hold the
+machine (in the order they were granted), then those that wait (in line order).
+
+Columns: STATE (running, frozen, freezing, granted: held but not started yet,
+waiting), MODE (exclusive, shared, group(ID)), USER, PID (of the perfrun or pls
+process), TIME (held or waited so far), WHERE (the job's cgroup or unit, "-" when
+none) and COMMAND (cut to fit the terminal). An empty queue prints "no jobs".`,
+		Example: `  wholock
+  wholock --json | jq '.[] | select(.state == "waiting") | .user'`,
+		Annotations: map[string]string{"manual": `EXIT STATUS
+  0   listed
+  64  bad usage
+  69  no perflockd reachable or startable
+
+ENVIRONMENT
+  PERFLOCK_SOCKET  the daemon's socket, like --socket; otherwise the same discovery
+                   as perfrun (a per-user daemon is started if none runs, and then
+                   lists nothing).`},
+		Args:                  cobra.NoArgs,
+		DisableFlagsInUseLine: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			entries, err := runner.List(cmd.Context(), socket)
+			if err != nil {
+				return exitError{runner.ExitUnavailable, err}
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				b, err := json.MarshalIndent(entries, "", "  ")
+				if err != nil {
+					return exitError{runner.ExitUnavailable, err}
+				}
+				_, err = out.Write(append(b, '\n'))
+				return err
+			}
+			width := 0
+			if f, ok := out.(*os.File); ok {
+				width = runner.TerminalWidth(f)
+			}
+			return runner.WriteTable(out, entries, width)
+		},
+	}
+	cmd.SetHelpTemplate(helpTemplate)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the entries as a JSON array (field names as in the protocol)")
+	cmd.Flags().StringVar(&socket, "socket", "", "talk to the perflockd at `PATH`")
+	return cmd
+}

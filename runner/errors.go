@@ -1,0 +1,25 @@
+package runner
+
+import "errors"
+
+// Errors returned by this package, wrapped with the path or value concerned;
+// test them with errors.Is.
+var (
+	// ErrUnavailable: no daemon could be reached or started, or the
+	// connection to it failed. The message says what to do.
+	ErrUnavailable = errors.New("runner: perflockd unavailable")
+
+	// ErrVersion: the daemon does not speak this client's protocol version.
+	ErrVersion = errors.New("runner: protocol version not supported by perflockd")
+
+	// ErrUnsafeDir: the per-user socket directory is a symlink, is not owned
+	// by the user, or is accessible to group or others.
+	ErrUnsafeDir = errors.New("runner: unsafe socket directory")
+
+	// ErrBadTimeout: a timeout is neither a Go duration nor a number of
+	// seconds, or is negative.
+	ErrBadTimeout = errors.New("runner: bad timeout")
+
+	// ErrDaemon: the daemon answered with an error message.
+	ErrDaemon = errors.New("runner: perflockd refused")
+)

@@ -1,0 +1,126 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// HeldArg0 is the name under which a perflock binary runs as a held child:
+// a process that waits for the go-ahead and then execs the job, so that the
+// job starts already placed in its cgroup.
+const HeldArg0 = "perflock-held"
+
+// Descriptors of a held child (see HeldChildMain).
+const (
+	heldGoFD    = 3 // read end of the go pipe
+	heldErrFD   = 4 // write end of the exec-error pipe
+	heldLeaseFD = 5 // the daemon connection, unless -o; inherited by the job
+)
+
+// HeldChildMain is the whole program of a held child, run as
+// "perflock-held PATH ARGV0 ARG…". It marks descriptors 3 and 4
+// close-on-exec (descriptor 5, the lease, is left for the job), reads one
+// byte from descriptor 3, and on 'g' execs PATH with ARGV0 ARG… and the
+// current environment. On end of file (the parent is gone or gave up) it
+// exits 1 without running anything. If exec fails it writes the error text
+// to descriptor 4 and exits 127 for a missing file, 126 otherwise. It never
+// returns.
+func HeldChildMain() {
+	unix.CloseOnExec(heldGoFD)
+	unix.CloseOnExec(heldErrFD)
+	var b [1]byte
+	var n int
+	var err error
+	for {
+		n, err = unix.Read(heldGoFD, b[:])
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if n != 1 || b[0] != 'g' || len(os.Args) < 3 {
+		os.Exit(1)
+	}
+	err = syscall.Exec(os.Args[1], os.Args[2:], os.Environ())
+	unix.Write(heldErrFD, []byte(err.Error()))
+	if errors.Is(err, syscall.ENOENT) {
+		os.Exit(ExitNotFound)
+	}
+	os.Exit(ExitCannotExec)
+}
+
+// heldChild is a started held child, not yet released.
+type heldChild struct {
+	cmd  *exec.Cmd
+	goW  *os.File // write 'g' to release; close to abort
+	errR *os.File // exec error text, EOF once exec succeeded
+}
+
+// startHeld starts self as a held child that will exec path with argv,
+// sharing our stdio, environment, working directory and process group.
+// lease, when not nil, becomes the child's descriptor 5.
+func startHeld(self, path string, argv []string, stdin, stdout, stderr *os.File, lease *os.File) (*heldChild, error) {
+	goR, goW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		goR.Close()
+		goW.Close()
+		return nil, err
+	}
+	extra := []*os.File{goR, errW}
+	if lease != nil {
+		extra = append(extra, lease)
+	}
+	cmd := &exec.Cmd{
+		Path:       self,
+		Args:       append([]string{HeldArg0, path}, argv...),
+		Stdin:      stdin,
+		Stdout:     stdout,
+		Stderr:     stderr,
+		ExtraFiles: extra,
+	}
+	err = cmd.Start()
+	goR.Close()
+	errW.Close()
+	if err != nil {
+		goW.Close()
+		errR.Close()
+		return nil, fmt.Errorf("start held child: %w", err)
+	}
+	return &heldChild{cmd: cmd, goW: goW, errR: errR}, nil
+}
+
+// release lets the child exec and returns the exec error text, "" when
+// exec succeeded (or the child died before trying).
+func (h *heldChild) release() string {
+	_, werr := h.goW.Write([]byte{'g'})
+	h.goW.Close()
+	if werr != nil {
+		h.errR.Close()
+		return ""
+	}
+	msg, _ := io.ReadAll(io.LimitReader(h.errR, 4096))
+	h.errR.Close()
+	return strings.TrimSpace(string(msg))
+}
+
+// abort makes the child exit without running the job and reaps it.
+func (h *heldChild) abort() {
+	h.goW.Close()
+	h.errR.Close()
+	h.cmd.Process.Kill()
+	h.cmd.Wait()
+}
+
+func dupCloexec(fd int) (int, error) {
+	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+}

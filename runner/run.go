@@ -1,0 +1,547 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/perflock/perflock/proto"
+)
+
+// Options configure one job run by [Run].
+type Options struct {
+	// Program names the command in messages ("perfrun: …") and in the hello.
+	Program string
+	// Socket is the --socket option: "" to discover (see [Discover]).
+	Socket string
+	// Mode is the protocol mode: "exclusive", "shared" or "group(ID)".
+	Mode string
+	// Resources to hold; nil for the whole machine.
+	Resources []string
+	// Preemptible marks a shared job that the daemon may freeze (pls).
+	Preemptible bool
+	// Nonblock fails at once, with ConflictExit, rather than wait.
+	Nonblock bool
+	// Timeout gives up waiting after this long, with ConflictExit; 0 waits
+	// for ever.
+	Timeout time.Duration
+	// ConflictExit is the exit status when the lock is not obtained (busy
+	// or timed out). The commands default it to ExitConflict; note that the
+	// zero value means 0.
+	ConflictExit int
+	// Quiet silences the waiting status and the busy and timeout messages.
+	Quiet bool
+	// Verbose adds notices: granted after how long, where the job was
+	// placed, frozen and thawed, its exit status.
+	Verbose bool
+	// Close keeps the lease descriptor from the job (-o): the lease then
+	// does not outlive this process unless the daemon's cgroup holds it.
+	Close bool
+	// Stdin, Stdout and Stderr are the job's standard files; nil for this
+	// process's own. Messages go to Stderr.
+	Stdin, Stdout, Stderr *os.File
+}
+
+// localTimeoutGrace is how long after Options.Timeout the client gives up by
+// itself if the daemon has not said "expired".
+const localTimeoutGrace = time.Second
+
+// Run runs argv as a job and returns the exit status for the command (see
+// the package documentation): it resolves argv[0] like a shell (so a typo
+// fails at once, 127, rather than after waiting), connects to the daemon
+// (starting one if needed), waits its turn showing a status line, starts
+// the job held, has the daemon place it, lets it exec, forwards signals to
+// it while it runs and returns its status. Cancelling ctx acts like SIGTERM.
+func Run(ctx context.Context, o Options, argv []string) int {
+	if o.Stdin == nil {
+		o.Stdin = os.Stdin
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	if o.Program == "" {
+		o.Program = "perfrun"
+	}
+	j := &job{o: o, argv: argv, tty: isTerminal(o.Stderr)}
+	return j.run(ctx)
+}
+
+// job is the state of one Run.
+type job struct {
+	o    Options
+	argv []string
+	tty  bool // stderr is a terminal: draw a live status line
+	line bool // a status line is on screen
+	c    *conn
+	sigs chan os.Signal
+}
+
+func (j *job) say(format string, a ...any) {
+	j.clearLine()
+	fmt.Fprintf(j.o.Stderr, "%s: %s\n", j.o.Program, fmt.Sprintf(format, a...))
+}
+
+func (j *job) verbose(format string, a ...any) {
+	if j.o.Verbose {
+		j.say(format, a...)
+	}
+}
+
+func (j *job) run(ctx context.Context) int {
+	if len(j.argv) == 0 {
+		j.say("no command given")
+		return ExitUsage
+	}
+	path, code, err := resolveCommand(j.argv[0])
+	if err != nil {
+		j.say("%v", err)
+		return code
+	}
+	self, err := os.Executable()
+	if err != nil {
+		j.say("cannot find own executable: %v", err)
+		return ExitUnavailable
+	}
+	sock, err := Discover(j.o.Socket)
+	if err != nil {
+		j.say("%v", err)
+		return ExitUnavailable
+	}
+
+	j.sigs = make(chan os.Signal, 8)
+	notifySignals(j.sigs)
+	defer signal.Stop(j.sigs)
+
+	if code, ok := j.connect(ctx, sock); !ok {
+		return code
+	}
+	defer j.c.close()
+	if code, ok := j.wait(ctx); !ok {
+		return code
+	}
+	return j.runHeld(ctx, self, path)
+}
+
+// connect dials the daemon; a signal meanwhile cancels.
+func (j *job) connect(ctx context.Context, sock Socket) (int, bool) {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		c   *conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := dial(dctx, sock, j.o.Program)
+		done <- result{c, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case sig := <-j.sigs:
+		cancel()
+		if r = <-done; r.c != nil {
+			r.c.close()
+		}
+		return j.cancelled(sig), false
+	}
+	if r.err != nil {
+		j.say("%v", trimPrefix(r.err))
+		return ExitUnavailable, false
+	}
+	j.c = r.c
+	return 0, true
+}
+
+// trimPrefix drops this package's sentinel prefix from an error for users.
+func trimPrefix(err error) string {
+	return strings.TrimPrefix(err.Error(), "runner: ")
+}
+
+func (j *job) cancelled(sig os.Signal) int {
+	if !j.o.Quiet {
+		j.say("cancelled")
+	}
+	if s, ok := sig.(syscall.Signal); ok {
+		return ExitSignal(s)
+	}
+	return ExitSignal(syscall.SIGTERM)
+}
+
+// wait sends the request and waits until it is granted.
+func (j *job) wait(ctx context.Context) (int, bool) {
+	req := proto.Msg{
+		Type:        proto.TAcquire,
+		Mode:        j.o.Mode,
+		Resources:   j.o.Resources,
+		Preemptible: j.o.Preemptible,
+		Nonblock:    j.o.Nonblock,
+		TimeoutMS:   timeoutMS(j.o.Timeout),
+		Command:     listingCommand(j.argv),
+	}
+	if err := j.c.send(req); err != nil {
+		j.say("cannot send request to perflockd: %v", err)
+		return ExitUnavailable, false
+	}
+	start := time.Now()
+	what := resourcesName(j.o.Resources)
+	var timeout <-chan time.Time
+	if j.o.Timeout > 0 {
+		t := time.NewTimer(j.o.Timeout + localTimeoutGrace)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var tick <-chan time.Time
+	var st WaitState
+	for {
+		select {
+		case <-ctx.Done():
+			j.c.close()
+			return j.cancelled(syscall.SIGTERM), false
+		case sig := <-j.sigs:
+			j.c.close()
+			return j.cancelled(sig), false
+		case <-timeout:
+			j.c.close()
+			return j.timedOut(what), false
+		case <-tick:
+			j.drawStatus(what, st)
+		case r := <-j.c.msgs:
+			if r.err != nil {
+				j.say("lost the connection to perflockd while waiting: %v", connErr(r.err))
+				return ExitUnavailable, false
+			}
+			m := r.msg
+			switch m.Type {
+			case proto.TQueued, proto.TWaiting:
+				first := st.Reported.IsZero()
+				st = WaitState{Position: m.Position, Holders: m.Holders, Reported: time.Now()}
+				if j.o.Quiet {
+					continue
+				}
+				if j.tty {
+					if tick == nil {
+						t := time.NewTicker(time.Second)
+						defer t.Stop()
+						tick = t.C
+					}
+					j.drawStatus(what, st)
+				} else if first {
+					fmt.Fprintln(j.o.Stderr, StatusLine(j.o.Program, what, st, time.Now()))
+				}
+			case proto.TGranted:
+				j.clearLine()
+				j.verbose("granted %s after %s", m.Job, HumanDuration(time.Since(start)))
+				return 0, true
+			case proto.TBusy:
+				if !j.o.Quiet {
+					msg := what + " is busy"
+					if h := describeHolders(m.Holders, 0, 3); h != "" {
+						msg += ": held by " + h
+					}
+					j.say("%s", msg)
+				}
+				return j.o.ConflictExit, false
+			case proto.TExpired:
+				return j.timedOut(what), false
+			case proto.TError:
+				return j.daemonError(m), false
+			default:
+				j.say("unexpected %q message from perflockd while waiting", m.Type)
+				return ExitUnavailable, false
+			}
+		}
+	}
+}
+
+func (j *job) timedOut(what string) int {
+	if !j.o.Quiet {
+		j.say("timed out after %s waiting for %s", friendlyDuration(j.o.Timeout), what)
+	}
+	return j.o.ConflictExit
+}
+
+func (j *job) daemonError(m proto.Msg) int {
+	if m.Code == proto.CodeInvalid {
+		j.say("perflockd rejected the request: %s", printable(m.Message))
+		return ExitUsage
+	}
+	j.say("perflockd: %s: %s", m.Code, printable(m.Message))
+	return ExitUnavailable
+}
+
+func connErr(err error) string {
+	if errors.Is(err, io.EOF) {
+		return "it closed the connection"
+	}
+	return err.Error()
+}
+
+// drawStatus redraws the status line on a terminal.
+func (j *job) drawStatus(what string, st WaitState) {
+	if !j.tty || j.o.Quiet {
+		return
+	}
+	line := StatusLine(j.o.Program, what, st, time.Now())
+	if w := TerminalWidth(j.o.Stderr); w > 1 {
+		line = truncate(line, w-1)
+	}
+	fmt.Fprint(j.o.Stderr, "\r\033[K"+line)
+	j.line = true
+}
+
+func (j *job) clearLine() {
+	if j.line {
+		fmt.Fprint(j.o.Stderr, "\r\033[K")
+		j.line = false
+	}
+}
+
+// runHeld starts the job held, has the daemon place it, releases it,
+// forwards signals while it runs and returns its exit status.
+func (j *job) runHeld(ctx context.Context, self, path string) int {
+	var lease *os.File
+	if !j.o.Close {
+		var err error
+		if lease, err = j.c.dupFile(); err != nil {
+			j.say("%v", err)
+			return ExitUnavailable
+		}
+	}
+	h, err := startHeld(self, path, j.argv, j.o.Stdin, j.o.Stdout, j.o.Stderr, lease)
+	if lease != nil {
+		lease.Close()
+	}
+	if err != nil {
+		j.say("%v", err)
+		return ExitUnavailable
+	}
+	if err := j.c.send(proto.Msg{Type: proto.TPlace, PID: h.cmd.Process.Pid}); err != nil {
+		h.abort()
+		j.say("cannot send to perflockd: %v", err)
+		return ExitUnavailable
+	}
+	if code, ok := j.awaitPlaced(ctx, h); !ok {
+		return code
+	}
+	if msg := h.release(); msg != "" {
+		j.say("cannot run %s: %s", printable(j.argv[0]), msg)
+	}
+
+	waited := make(chan error, 1)
+	go func() { waited <- h.cmd.Wait() }()
+	msgs := j.c.msgs
+	ctxDone := ctx.Done()
+	for {
+		select {
+		case sig := <-j.sigs:
+			if shouldForward(sig, j.o.Stdin) {
+				h.cmd.Process.Signal(sig)
+			}
+		case <-ctxDone:
+			ctxDone = nil
+			h.cmd.Process.Signal(syscall.SIGTERM)
+		case r := <-msgs:
+			if r.err != nil {
+				msgs = nil
+				j.verbose("lost the connection to perflockd: %v", connErr(r.err))
+				continue
+			}
+			switch r.msg.Type {
+			case proto.TFrozen:
+				j.verbose("frozen: an exclusive job runs")
+			case proto.TThawed:
+				j.verbose("thawed")
+			case proto.TError:
+				j.verbose("perflockd: %s: %s", r.msg.Code, printable(r.msg.Message))
+			}
+		case <-waited:
+			ws, _ := h.cmd.ProcessState.Sys().(syscall.WaitStatus)
+			code := ExitStatus(ws)
+			if msgs != nil {
+				j.c.send(proto.Msg{Type: proto.TDone, Status: code})
+			}
+			j.c.close()
+			if ws.Signaled() {
+				j.verbose("%s: killed by signal %d (%v): exit status %d", printable(j.argv[0]), ws.Signal(), ws.Signal(), code)
+			} else {
+				j.verbose("%s: exit status %d", printable(j.argv[0]), code)
+			}
+			return code
+		}
+	}
+}
+
+// awaitPlaced waits for the daemon to place the held child. On failure or
+// a signal it makes the child exit without running the job.
+func (j *job) awaitPlaced(ctx context.Context, h *heldChild) (int, bool) {
+	for {
+		select {
+		case <-ctx.Done():
+			h.abort()
+			return j.cancelled(syscall.SIGTERM), false
+		case sig := <-j.sigs:
+			h.abort()
+			return j.cancelled(sig), false
+		case r := <-j.c.msgs:
+			if r.err != nil {
+				h.abort()
+				j.say("lost the connection to perflockd before the job started: %v", connErr(r.err))
+				return ExitUnavailable, false
+			}
+			switch r.msg.Type {
+			case proto.TPlaced:
+				if r.msg.Where != "" {
+					j.verbose("placed in %s", printable(r.msg.Where))
+				} else {
+					j.verbose("placed (driver %s: no cgroup)", printable(j.c.hello.Driver))
+				}
+				return 0, true
+			case proto.TError:
+				h.abort()
+				return j.daemonError(r.msg), false
+			case proto.TFrozen:
+				j.verbose("frozen: an exclusive job runs")
+			case proto.TThawed:
+				j.verbose("thawed")
+			default:
+				h.abort()
+				j.say("unexpected %q message from perflockd while placing the job", r.msg.Type)
+				return ExitUnavailable, false
+			}
+		}
+	}
+}
+
+// forwardedSignals reach the job while it runs; while waiting they cancel.
+var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
+
+// notifySignals catches forwardedSignals, except those this process was
+// started with ignored (nohup, background jobs): they stay ignored, for us
+// and for the job.
+func notifySignals(c chan<- os.Signal) {
+	for _, s := range forwardedSignals {
+		if !signal.Ignored(s) {
+			signal.Notify(c, s)
+		}
+	}
+}
+
+// shouldForward says whether sig, received while the job runs, must be sent
+// to it. The job shares our process group, so when that group is the
+// terminal's foreground group the terminal has already delivered SIGINT and
+// SIGQUIT to the job; forwarding them would deliver them twice.
+func shouldForward(sig os.Signal, stdin *os.File) bool {
+	if sig != syscall.SIGINT && sig != syscall.SIGQUIT {
+		return true
+	}
+	pgrp, err := unix.IoctlGetInt(int(stdin.Fd()), unix.TIOCGPGRP)
+	return err != nil || pgrp != unix.Getpgrp()
+}
+
+// resolveCommand finds name like a shell would: its path, or the exit
+// status and an error for a command that is missing (127) or not
+// executable (126).
+func resolveCommand(name string) (string, int, error) {
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path, 0, nil
+	}
+	name = printable(name)
+	switch {
+	case errors.Is(err, exec.ErrDot):
+		return "", ExitNotFound, fmt.Errorf("%s: found only in the current directory through a relative PATH entry; run it as ./%s", name, name)
+	case errors.Is(err, exec.ErrNotFound):
+		return "", ExitNotFound, fmt.Errorf("%s: command not found", name)
+	case errors.Is(err, fs.ErrNotExist):
+		return "", ExitNotFound, fmt.Errorf("%s: no such file or directory", name)
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return "", ExitCannotExec, fmt.Errorf("%s: %v", name, errno)
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		return "", ExitCannotExec, fmt.Errorf("%s: permission denied", name)
+	}
+	return "", ExitCannotExec, fmt.Errorf("%s: %v", name, err)
+}
+
+// listingCommand is argv trimmed to the protocol's limits for listings:
+// words cut to MaxArgBytes, at most MaxArgs words, and the whole small
+// enough to fit in one message.
+func listingCommand(argv []string) []string {
+	for budget := 32 << 10; ; budget /= 2 {
+		out := make([]string, 0, min(len(argv), proto.MaxArgs))
+		left := budget
+		for i, a := range argv {
+			if i == proto.MaxArgs-1 && len(argv) > proto.MaxArgs {
+				out = append(out, "…")
+				break
+			}
+			a = cutUTF8(a, min(proto.MaxArgBytes, left))
+			if a == "" && i > 0 {
+				out = append(out, "…")
+				break
+			}
+			out = append(out, a)
+			left -= len(a)
+		}
+		if out[0] == "" {
+			out[0] = "?"
+		}
+		m := proto.Msg{Type: proto.TAcquire, Mode: "exclusive", Command: out}
+		if _, err := proto.Encode(m); err == nil || budget < 64 {
+			return out
+		}
+	}
+}
+
+// cutUTF8 cuts s to at most n bytes without splitting a character.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	if n <= 0 {
+		return ""
+	}
+	s = s[:n]
+	for i := len(s) - 1; i >= 0 && i >= len(s)-4; i-- {
+		if s[i] < 0x80 || s[i] >= 0xC0 {
+			// s[i] starts a character: keep it only if it is complete.
+			if !utf8.FullRuneInString(s[i:]) {
+				return s[:i]
+			}
+			break
+		}
+	}
+	return s
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// TerminalWidth is the width in columns of the terminal f is, 0 when f is
+// not a terminal.
+func TerminalWidth(f *os.File) int {
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
+}
