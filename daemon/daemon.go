@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
 	"github.com/perflock/perflock/lockq"
@@ -36,6 +37,7 @@ const (
 	DefaultCgroupName  = "perflock"
 	DefaultMaxWaiting  = 128 // waiting requests per user
 	writeTimeout       = 10 * time.Second
+	stopGrace          = 10 * time.Second // SIGTERM to SIGKILL when stopping a job
 	statusInterval     = time.Second
 	maxOutbox          = 64 // messages queued to one client before it is dropped
 	maxListedHolders   = 3
@@ -126,6 +128,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.OnReady != nil {
 		cfg.OnReady()
 	}
+	sdnotify.SdNotify(false, sdnotify.SdNotifyReady+"\nSTATUS=idle")
 	return s.serve(ctx, ln)
 }
 
@@ -197,6 +200,7 @@ type server struct {
 	freezing   bool // a freezer call is under way
 	dirty      bool // the queue changed since the last status broadcast
 	idleSince  time.Time
+	lastStatus string // the last STATUS= sent to the service manager
 }
 
 func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {
@@ -234,6 +238,7 @@ func (s *server) serve(parent context.Context, ln *net.UnixListener) error {
 	ctx, cancel := context.WithCancel(parent)
 	s.ctx = ctx
 	defer func() {
+		sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
 		cancel()
 		ln.Close()
 		for c := range s.conns {
@@ -264,6 +269,7 @@ func (s *server) serve(parent context.Context, ln *net.UnixListener) error {
 			s.apply(s.q.Expire(now))
 		case <-status.C:
 			s.broadcast()
+			s.notifyStatus()
 		case now := <-idle:
 			if len(s.conns) == 0 && len(s.jobs) == 0 && now.Sub(s.idleSince) >= s.cfg.IdleExit {
 				s.log.Info("idle, exiting", "after", s.cfg.IdleExit.String())

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/perflock/perflock/cgroup"
 )
@@ -32,6 +35,8 @@ type JobSpec struct {
 	User   string
 	// Command is the job's argv, for descriptions.
 	Command []string
+	// MaxRuntime, when positive, is how long the job may run.
+	MaxRuntime time.Duration
 }
 
 // Placement is one job's place.
@@ -43,7 +48,14 @@ type Placement interface {
 	WaitEmpty(ctx context.Context) error
 	// Remove deletes the place once it is empty.
 	Remove() error
+	// Stop ends the job: SIGTERM to every process, SIGKILL to what is left
+	// after grace. It returns once the job is empty or ctx ends.
+	Stop(ctx context.Context, grace time.Duration) error
 }
+
+// nativeMaxRuntime is a Placement whose driver stops the job at its
+// MaxRuntime by itself (systemd's RuntimeMaxUSec).
+type nativeMaxRuntime interface{ EnforcesMaxRuntime() bool }
 
 // OpenDriver picks a driver by name: "cgroupfs", "none", or "auto" (cgroupfs
 // where a writable cgroup2 tree exists, none otherwise). cgroupName is the
@@ -71,18 +83,54 @@ type noneDriver struct{}
 
 func (noneDriver) Name() string    { return "none" }
 func (noneDriver) CanFreeze() bool { return false }
-func (noneDriver) Place(context.Context, JobSpec, int) (Placement, error) {
-	return nonePlacement{}, nil
+func (noneDriver) Place(_ context.Context, _ JobSpec, pid int) (Placement, error) {
+	return nonePlacement{pid: pid}, nil
 }
 func (noneDriver) SetSharedFrozen(context.Context, bool) error {
 	return errors.New("daemon: the none driver cannot freeze")
 }
 
-type nonePlacement struct{}
+// nonePlacement knows only the job's first process.
+type nonePlacement struct{ pid int }
 
 func (nonePlacement) Where() string                   { return "" }
 func (nonePlacement) WaitEmpty(context.Context) error { return nil }
 func (nonePlacement) Remove() error                   { return nil }
+
+// Stop signals the job's first process, watching it through a pidfd.
+func (p nonePlacement) Stop(ctx context.Context, grace time.Duration) error {
+	fd, err := unix.PidfdOpen(p.pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		return fmt.Errorf("daemon: stop pid %d: %w", p.pid, err)
+	}
+	defer unix.Close(fd)
+	unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
+	if pidfdExited(ctx, fd, grace) {
+		return nil
+	}
+	unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	pidfdExited(ctx, fd, grace)
+	return nil
+}
+
+// pidfdExited waits up to d (or until ctx ends) for the process to exit.
+func pidfdExited(ctx context.Context, fd int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for ctx.Err() == nil {
+		ms := int(time.Until(deadline) / time.Millisecond)
+		if ms <= 0 {
+			return false
+		}
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, min(ms, 100))
+		if err == nil && n > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // cgroupfsDriver places jobs in perflock's own cgroup2 subtree.
 type cgroupfsDriver struct {
@@ -132,3 +180,23 @@ type cgroupPlacement struct{ j *cgroup.Job }
 func (p cgroupPlacement) Where() string                       { return p.j.Path() }
 func (p cgroupPlacement) WaitEmpty(ctx context.Context) error { return p.j.WaitEmpty(ctx) }
 func (p cgroupPlacement) Remove() error                       { return p.j.Remove() }
+
+// Stop sends SIGTERM to every process of the job, then kills the cgroup.
+func (p cgroupPlacement) Stop(ctx context.Context, grace time.Duration) error {
+	pids, err := p.j.Pids()
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		unix.Kill(pid, unix.SIGTERM)
+	}
+	wctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	if p.j.WaitEmpty(wctx) == nil {
+		return nil
+	}
+	if err := p.j.Kill(); err != nil {
+		return err
+	}
+	return p.j.WaitEmpty(ctx)
+}

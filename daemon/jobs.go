@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/perflock/perflock/lockq"
 	"github.com/perflock/perflock/proto"
 )
@@ -28,25 +30,26 @@ const (
 
 // job is one request and, once granted, its lease. Loop-owned.
 type job struct {
-	ticket    lockq.Ticket
-	name      string
-	conn      *conn // nil once the client's connection is gone
-	uid       uint32
-	user      string
-	clientPID int
-	childPID  int
-	mode      lockq.Mode
-	resources []string
-	shared    bool
-	command   []string
-	state     jobState
-	since     time.Time // when it started waiting, then holding
-	place     Placement
-	empty     bool // the placement has no process left
-	frozen    bool // told the client it is frozen
-	stopWatch context.CancelFunc
-	lastPos   int
-	lastHold  string
+	ticket     lockq.Ticket
+	name       string
+	conn       *conn // nil once the client's connection is gone
+	uid        uint32
+	user       string
+	clientPID  int
+	childPID   int
+	mode       lockq.Mode
+	resources  []string
+	shared     bool
+	command    []string
+	maxRuntime time.Duration
+	state      jobState
+	since      time.Time // when it started waiting, then holding
+	place      Placement
+	empty      bool // the placement has no process left
+	frozen     bool // told the client it is frozen
+	stopWatch  context.CancelFunc
+	lastPos    int
+	lastHold   string
 }
 
 func (j *job) holding() bool { return j.state != stateWaiting }
@@ -86,6 +89,7 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 		conn: c, uid: uid, user: s.userName(uid), clientPID: int(c.cred.Pid),
 		mode: mode, resources: m.Resources, shared: mode.Kind == lockq.Shared,
 		command: m.Command, since: time.Now(),
+		maxRuntime: time.Duration(m.MaxRuntimeMS) * time.Millisecond,
 	}
 	if len(j.resources) == 0 {
 		j.resources = []string{lockq.Machine}
@@ -257,7 +261,7 @@ func (s *server) place(c *conn, pid int) {
 		return
 	}
 	j.state = statePlacing
-	spec := JobSpec{Ticket: uint64(j.ticket), Name: j.name, Shared: j.shared, User: j.user, Command: j.command}
+	spec := JobSpec{Ticket: uint64(j.ticket), Name: j.name, Shared: j.shared, User: j.user, Command: j.command, MaxRuntime: j.maxRuntime}
 	s.goFn(func() {
 		p, err := s.drv.Place(s.ctx, spec, pid)
 		s.post(func() { s.placed(j, pid, p, err) })
@@ -282,6 +286,21 @@ func (s *server) placed(j *job, pid int, p Placement, err error) {
 	s.log.Info("running", "job", j.name, "pid", pid, "where", p.Where())
 	ctx, cancel := context.WithCancel(s.ctx)
 	j.stopWatch = cancel
+	if n, ok := p.(nativeMaxRuntime); j.maxRuntime > 0 && !(ok && n.EnforcesMaxRuntime()) {
+		s.goFn(func() {
+			t := time.NewTimer(j.maxRuntime)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+			s.log.Info("max runtime reached: stopping job", "job", j.name, "max_runtime", j.maxRuntime.String())
+			if err := p.Stop(ctx, stopGrace); err != nil && ctx.Err() == nil {
+				s.log.Error("stopping job", "job", j.name, "err", err)
+			}
+		})
+	}
 	s.goFn(func() {
 		if err := p.WaitEmpty(ctx); err != nil {
 			return
@@ -461,4 +480,61 @@ func (s *server) list() proto.Msg {
 		m.Entries = append(m.Entries, ent)
 	}
 	return m
+}
+
+// notifyStatus tells the service manager (systemd's STATUS=, shown by
+// systemctl status) what the queue looks like; a no-op elsewhere.
+func (s *server) notifyStatus() {
+	st := s.summary(time.Now())
+	if st == s.lastStatus {
+		return
+	}
+	s.lastStatus = st
+	sdnotify.SdNotify(false, "STATUS="+st)
+}
+
+// summary is one line about the queue, e.g. "1 exclusive running (alice:
+// make bench, 2m10s); 3 waiting; 2 shared frozen".
+func (s *server) summary(now time.Time) string {
+	var excl, shared, frozen int
+	var first *job
+	for _, e := range s.q.Holders() {
+		j, ok := e.Owner.(*job)
+		if !ok {
+			continue
+		}
+		switch {
+		case e.Suspend != lockq.NotSuspended:
+			frozen++
+		case j.shared:
+			shared++
+		default:
+			excl++
+			if first == nil {
+				first = j
+			}
+		}
+	}
+	_, waiting := s.q.Len()
+	var parts []string
+	if excl > 0 {
+		p := fmt.Sprintf("%d exclusive running", excl)
+		if first != nil {
+			p += fmt.Sprintf(" (%s: %s, %s)", first.user, oneLine(first.command, 60), now.Sub(first.since).Round(time.Second))
+		}
+		parts = append(parts, p)
+	}
+	if shared > 0 {
+		parts = append(parts, fmt.Sprintf("%d shared running", shared))
+	}
+	if waiting > 0 {
+		parts = append(parts, fmt.Sprintf("%d waiting", waiting))
+	}
+	if frozen > 0 {
+		parts = append(parts, fmt.Sprintf("%d shared frozen", frozen))
+	}
+	if len(parts) == 0 {
+		return "idle"
+	}
+	return strings.Join(parts, "; ")
 }

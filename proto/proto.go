@@ -76,7 +76,10 @@ type Msg struct {
 	Preemptible bool     `json:"preemptible,omitempty"`
 	Nonblock    bool     `json:"nonblock,omitempty"`
 	TimeoutMS   int64    `json:"timeout_ms,omitempty"` // 0: wait forever
-	Command     []string `json:"command,omitempty"`
+	// MaxRuntimeMS stops the job (SIGTERM, then SIGKILL) once it has run
+	// this long; 0: no limit.
+	MaxRuntimeMS int64    `json:"max_runtime_ms,omitempty"`
+	Command      []string `json:"command,omitempty"`
 
 	// queued, waiting, granted, busy
 	Ticket   uint64   `json:"ticket,omitempty"`
@@ -240,8 +243,8 @@ func (m *Msg) Validate() error {
 				return bad("%v", err)
 			}
 		}
-		if m.TimeoutMS < 0 {
-			return bad("negative timeout")
+		if m.TimeoutMS < 0 || m.MaxRuntimeMS < 0 {
+			return bad("negative duration")
 		}
 	case TPlace:
 		if m.PID <= 0 {

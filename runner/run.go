@@ -36,6 +36,9 @@ type Options struct {
 	// Timeout gives up waiting after this long, with ConflictExit; 0 waits
 	// for ever.
 	Timeout time.Duration
+	// MaxRuntime, when positive, has the daemon stop the job (SIGTERM,
+	// then SIGKILL) once it has run that long.
+	MaxRuntime time.Duration
 	// ConflictExit is the exit status when the lock is not obtained (busy
 	// or timed out). The commands default it to ExitConflict; note that the
 	// zero value means 0.
@@ -185,13 +188,14 @@ func (j *job) cancelled(sig os.Signal) int {
 // wait sends the request and waits until it is granted.
 func (j *job) wait(ctx context.Context) (int, bool) {
 	req := proto.Msg{
-		Type:        proto.TAcquire,
-		Mode:        j.o.Mode,
-		Resources:   j.o.Resources,
-		Preemptible: j.o.Preemptible,
-		Nonblock:    j.o.Nonblock,
-		TimeoutMS:   timeoutMS(j.o.Timeout),
-		Command:     listingCommand(j.argv),
+		Type:         proto.TAcquire,
+		Mode:         j.o.Mode,
+		Resources:    j.o.Resources,
+		Preemptible:  j.o.Preemptible,
+		Nonblock:     j.o.Nonblock,
+		TimeoutMS:    timeoutMS(j.o.Timeout),
+		MaxRuntimeMS: timeoutMS(j.o.MaxRuntime),
+		Command:      listingCommand(j.argv),
 	}
 	if err := j.c.send(req); err != nil {
 		j.say("cannot send request to perflockd: %v", err)

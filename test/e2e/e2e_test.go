@@ -391,3 +391,22 @@ func TestGarbageOnTheSocketDoesNotStopTheDaemon(t *testing.T) {
 		t.Fatal("daemon exited")
 	}
 }
+
+// --max-runtime stops a job that runs too long: SIGTERM reaches it, and the
+// next waiter gets the machine.
+func TestMaxRuntimeStopsTheJob(t *testing.T) {
+	for _, driver := range drivers() {
+		t.Run(driver, func(t *testing.T) {
+			e := newEnv(t, driver, "freeze")
+			x := e.job("perfrun", "X", []string{"--max-runtime", "0.3"})
+			e.started("X")
+			y := e.job("perfrun", "Y", nil)
+			if code := e.exit(x); code != 128+15 {
+				t.Fatalf("perfrun --max-runtime: exit %d, want 143 (stopped by SIGTERM): %s", code, x.stderr)
+			}
+			e.started("Y")
+			e.finish("Y", 0)
+			e.exit(y)
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/spf13/cobra"
 
 	"github.com/perflock/perflock/daemon"
@@ -38,6 +40,7 @@ system-wide one is installed as a service. Stopping it (SIGTERM) leaves running 
 running.
 
 SOCKET
+  The socket systemd passes (perflockd.socket, socket activation); else
   --socket, or PERFLOCK_SOCKET; otherwise /run/perflock/perflock.sock when run as
   root, else the per-user socket the commands use ($XDG_RUNTIME_DIR/perflock/perflock.sock,
   or /tmp/perflock-$UID/perflock.sock).
@@ -72,16 +75,23 @@ EXIT STATUS
 			if err != nil {
 				return usageError{err}
 			}
-			path, err := daemonSocket(socket)
-			if err != nil {
+			cfg := daemon.Config{
+				Policy: pol, Driver: driver, CgroupName: cgroupName,
+				IdleExit: idleExit, MaxWaiting: maxWaiting, Logger: log,
+			}
+			if cfg.Listener, err = activatedListener(); err != nil {
 				return exitError{runner.ExitUnavailable, err}
+			}
+			path := "(socket activation)"
+			if cfg.Listener == nil {
+				if path, err = daemonSocket(socket); err != nil {
+					return exitError{runner.ExitUnavailable, err}
+				}
+				cfg.Socket = path
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			err = daemon.Run(ctx, daemon.Config{
-				Socket: path, Policy: pol, Driver: driver, CgroupName: cgroupName,
-				IdleExit: idleExit, MaxWaiting: maxWaiting, Logger: log,
-			})
+			err = daemon.Run(ctx, cfg)
 			if errors.Is(err, daemon.ErrRunning) {
 				log.Info("another perflockd already serves this socket", "socket", path)
 				return nil
@@ -130,6 +140,27 @@ func newLogger(w interface{ Write([]byte) (int, error) }, level, format string) 
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// activatedListener returns the socket systemd passed (perflockd.socket),
+// or nil when not socket-activated.
+func activatedListener() (*net.UnixListener, error) {
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("socket activation: %w", err)
+	}
+	switch {
+	case len(ls) == 0:
+		return nil, nil
+	case len(ls) > 1:
+		return nil, fmt.Errorf("socket activation: %d sockets passed, want one", len(ls))
+	}
+	ul, ok := ls[0].(*net.UnixListener)
+	if !ok {
+		return nil, fmt.Errorf("socket activation: passed a %T, want a Unix stream socket", ls[0])
+	}
+	ul.SetUnlinkOnClose(false) // systemd owns the socket file
+	return ul, nil
 }
 
 // daemonSocket is where the daemon listens: the flag, PERFLOCK_SOCKET, the

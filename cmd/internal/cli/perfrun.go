@@ -59,7 +59,7 @@ daemon: without a system daemon, pls starts a per-user one.`,
 }
 
 func newJobCommand(name string, o runner.Options, long, examples string) *cobra.Command {
-	var timeout timeoutValue
+	var timeout, maxRuntime timeoutValue
 	cmd := &cobra.Command{
 		Use:     name + " [flags] [--] CMD [ARG...]",
 		Short:   "run a command under perflock's fair machine lock",
@@ -81,6 +81,7 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 			}
 			o.Program = name
 			o.Timeout = time.Duration(timeout)
+			o.MaxRuntime = time.Duration(maxRuntime)
 			return exitCode(runner.Run(cmd.Context(), o, args))
 		},
 	}
@@ -90,6 +91,7 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 	f.SortFlags = false
 	f.BoolVarP(&o.Nonblock, "nonblock", "n", false, "fail at once (exit 75, see -E) if the lock cannot be had now")
 	f.VarP(&timeout, "timeout", "t", "give up waiting after `DURATION` (exit 75, see -E): 30s, 10m, 1h30m, or seconds such as 30 or 2.5")
+	f.Var(&maxRuntime, "max-runtime", "stop CMD (SIGTERM, SIGKILL 10s later) once it has run `DURATION`; e.g. --max-runtime 2h")
 	f.IntVarP(&o.ConflictExit, "conflict-exit-code", "E", runner.ExitConflict, "exit with `N` when the lock is not obtained (-n or -t)")
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no waiting status, no busy or timeout message")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "say when granted, where the job runs, when frozen or thawed, and its exit status")
