@@ -38,10 +38,23 @@ const (
 
 var binDir string // perfrun, pls, wholock, perflockd
 
+// systemdTier: this run is the systemd tier, in a guest with systemd as PID 1
+// and the commands on PATH (test/vm/run); only the TestSystemd tests run.
+var systemdTier = os.Getenv("PERFLOCK_TEST_SYSTEMD") == "1"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(envAgent) != "" {
 		agentMain()
 		return
+	}
+	if systemdTier {
+		p, err := exec.LookPath("perfrun")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: the systemd tier needs the commands on PATH:", err)
+			os.Exit(1)
+		}
+		binDir = filepath.Dir(p)
+		os.Exit(m.Run())
 	}
 	dir, err := os.MkdirTemp("", "perflock-e2e-bin")
 	if err != nil {
@@ -144,6 +157,9 @@ func drivers() []string {
 
 func newEnv(t *testing.T, driver, policy string) *env {
 	t.Helper()
+	if systemdTier {
+		t.Skip("host-tier test: the systemd tier runs only the TestSystemd tests")
+	}
 	dir, err := os.MkdirTemp("", "ple")
 	if err != nil {
 		t.Fatal(err)
@@ -277,13 +293,29 @@ func (e *env) job(prog, name string, flags []string, extra ...string) *proc {
 	}
 	args := append([]string{"--socket", e.sock}, flags...)
 	args = append(args, "--", self, "-test.run=^$", name)
-	p := e.start(prog, args, append([]string{envAgent + "=" + filepath.Join(e.dir, "agents"), envName + "=" + name}, extra...)...)
-	return p
+	return e.start(prog, args, append([]string{envAgent + "=" + filepath.Join(e.dir, "agents"), envName + "=" + name}, extra...)...)
+}
+
+// jobAs is job run as another user, through setpriv(1).
+func (e *env) jobAs(user, prog, name string, flags []string, extra ...string) *proc {
+	self, err := os.Executable()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	args := []string{"--reuid", user, "--regid", user, "--init-groups", "--", filepath.Join(binDir, prog), "--socket", e.sock}
+	args = append(args, flags...)
+	args = append(args, "--", self, "-test.run=^$", name)
+	return e.startPath("setpriv", args, append([]string{envAgent + "=" + filepath.Join(e.dir, "agents"), envName + "=" + name}, extra...)...)
 }
 
 func (e *env) start(prog string, args []string, extraEnv ...string) *proc {
 	e.t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, prog), args...)
+	return e.startPath(filepath.Join(binDir, prog), args, extraEnv...)
+}
+
+func (e *env) startPath(path string, args []string, extraEnv ...string) *proc {
+	e.t.Helper()
+	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), extraEnv...)
 	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr

@@ -85,3 +85,26 @@ func TestDaemonNotifiesReadinessAndQueueStatus(t *testing.T) {
 	for m := next(); m != "STATUS=idle"; m = next() {
 	}
 }
+
+// perflockd install writes the units with ExecStart pointing at the daemon.
+func TestInstallWritesUnitsForTheGivenBinary(t *testing.T) {
+	e := newEnv(t, "", "")
+	root := filepath.Join(e.dir, "root")
+	p := e.start("perflockd", []string{"install", "--root", root, "--bin", "/opt/pl/bin/perflockd"})
+	if code := e.exit(p); code != 0 {
+		t.Fatalf("perflockd install: exit %d: %s", code, p.stderr)
+	}
+	dir := filepath.Join(root, "etc/systemd/system")
+	for _, u := range []string{"perflockd.service", "perflockd.socket", "perflock.slice", "perflock-exclusive.slice", "perflock-shared.slice"} {
+		b, err := os.ReadFile(filepath.Join(dir, u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u == "perflockd.service" && !strings.Contains(string(b), "ExecStart=/opt/pl/bin/perflockd ") {
+			t.Errorf("perflockd.service does not run the given binary:\n%s", b)
+		}
+		if u == "perflockd.socket" && !strings.Contains(string(b), "ListenStream=/run/perflock/perflock.sock") {
+			t.Errorf("perflockd.socket:\n%s", b)
+		}
+	}
+}

@@ -105,6 +105,7 @@ EXIT STATUS
 			return nil
 		},
 	}
+	cmd.AddCommand(newInstall())
 	f := cmd.Flags()
 	f.StringVar(&socket, "socket", "", "listen on `PATH` (default: see SOCKET)")
 	f.StringVar(&driver, "driver", "auto", "where jobs run: auto, cgroupfs or none")

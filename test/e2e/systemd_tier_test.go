@@ -1,0 +1,257 @@
+package e2e
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The systemd tier: perflockd installed with `perflockd install`, started by
+// socket activation, jobs in transient scopes. These tests run as root in a
+// QEMU guest with systemd as PID 1 (make test-systemd); elsewhere they skip.
+
+const (
+	systemSocket = "/run/perflock/perflock.sock"
+	otherUser    = "perflock-test"
+)
+
+var setupOnce sync.Once
+var setupErr string
+
+// newSystemEnv is an env on the system daemon, installed and socket-enabled
+// once per run.
+func newSystemEnv(t *testing.T) *env {
+	t.Helper()
+	if !systemdTier {
+		t.Skip("systemd-tier test: set PERFLOCK_TEST_SYSTEMD=1 in a host booted with systemd (make test-systemd runs it in QEMU guests)")
+	}
+	setupOnce.Do(func() { setupErr = systemSetup() })
+	if setupErr != "" {
+		t.Fatal(setupErr)
+	}
+	dir, err := os.MkdirTemp("", "ple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777) // jobs of the other user report and count here
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	e := &env{t: t, dir: dir, sock: systemSocket, agents: map[string]net.Conn{}, notify: make(chan struct{}, 1)}
+	e.listenAgents()
+	os.Chmod(filepath.Join(dir, "agents"), 0o777)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("journalctl", "-u", "perflockd.service", "--no-pager", "-n", "80").CombinedOutput()
+			t.Logf("perflockd journal:\n%s", out)
+		}
+	})
+	return e
+}
+
+func systemSetup() string {
+	run := func(name string, args ...string) string {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			return name + " " + strings.Join(args, " ") + ": " + err.Error() + ": " + string(out)
+		}
+		return ""
+	}
+	if msg := run(filepath.Join(binDir, "perflockd"), "install"); msg != "" {
+		return msg
+	}
+	if msg := run("systemctl", "enable", "--now", "perflockd.socket"); msg != "" {
+		return msg
+	}
+	if _, err := exec.Command("id", otherUser).Output(); err != nil {
+		if msg := run("useradd", "--create-home", otherUser); msg != "" {
+			return msg
+		}
+	}
+	return ""
+}
+
+func systemctl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, _ := exec.Command("systemctl", args...).CombinedOutput()
+	return strings.TrimSpace(string(out))
+}
+
+// show reads one property of a unit.
+func show(t *testing.T, unit, prop string) string {
+	t.Helper()
+	return systemctl(t, "show", unit, "--value", "-p", prop)
+}
+
+// The first client starts perflockd through perflockd.socket.
+func TestSystemdSocketActivationByFirstClient(t *testing.T) {
+	e := newSystemEnv(t)
+	if st := systemctl(t, "is-active", "perflockd.service"); st == "active" {
+		t.Logf("perflockd.service already active (another test ran first)")
+	} else if systemctl(t, "is-active", "perflockd.socket") != "active" {
+		t.Fatalf("perflockd.socket not active: %s", systemctl(t, "status", "perflockd.socket"))
+	}
+	p := e.start("perfrun", []string{"--socket", e.sock, "--", "sh", "-c", "exit 7"})
+	if code := e.exit(p); code != 7 {
+		t.Fatalf("perfrun -- sh -c 'exit 7': exit %d: %s", code, p.stderr)
+	}
+	if st := systemctl(t, "is-active", "perflockd.service"); st != "active" {
+		t.Fatalf("perflockd.service %s after the first client", st)
+	}
+	if d := show(t, "perflockd.service", "StatusText"); d != "idle" {
+		t.Errorf("perflockd StatusText %q, want idle", d)
+	}
+}
+
+// An exclusive job runs in its own scope in perflock-exclusive.slice with
+// every online CPU; wholock and systemctl list it.
+func TestSystemdExclusiveJobRunsInAScopeWithEveryCPU(t *testing.T) {
+	e := newSystemEnv(t)
+	x := e.job("perfrun", "X", []string{"-v"})
+	e.started("X")
+	es := e.list()
+	if len(es) != 1 || !strings.HasPrefix(es[0].Where, "perflock-x-") || !strings.HasSuffix(es[0].Where, ".scope") {
+		t.Fatalf("wholock: %+v", es)
+	}
+	scope := es[0].Where
+	online, _ := os.ReadFile("/sys/devices/system/cpu/online")
+	for prop, want := range map[string]string{
+		"Slice":       "perflock-exclusive.slice",
+		"AllowedCPUs": strings.TrimSpace(string(online)),
+		"CPUWeight":   "10000",
+		"ActiveState": "active",
+	} {
+		if got := show(t, scope, prop); got != want {
+			t.Errorf("%s %s=%q, want %q", scope, prop, got, want)
+		}
+	}
+	if d := show(t, scope, "Description"); !strings.Contains(d, "root") || !strings.Contains(d, "-test.run") {
+		t.Errorf("%s Description %q names neither the user nor the command", scope, d)
+	}
+	cg, _ := os.ReadFile("/proc/" + strconv.Itoa(es[0].ChildPID) + "/cgroup")
+	if !strings.Contains(string(cg), "/perflock.slice/perflock-exclusive.slice/"+scope) {
+		t.Errorf("the job's cgroup is %q, want it in %s", cg, scope)
+	}
+	status := systemctl(t, "status", "--no-pager", "perflock.slice")
+	t.Logf("systemctl status perflock.slice:\n%s", status)
+	if !strings.Contains(status, scope) || !strings.Contains(status, "-test.run") {
+		t.Errorf("systemctl status perflock.slice does not show the job and its command")
+	}
+	t.Logf("systemctl status perflockd:\n%s", systemctl(t, "status", "--no-pager", "perflockd.service"))
+	e.finish("X", 0)
+	if code := e.exit(x); code != 0 {
+		t.Fatalf("perfrun exit %d: %s", code, x.stderr)
+	}
+	e.waitQueue("")
+}
+
+// pls jobs of another user run in perflock-shared.slice, are frozen while a
+// perfrun job runs (FreezerState, and a counter that stops) and thawed after.
+func TestSystemdPlsJobsOfAnotherUserFreezeWhilePerfrunRuns(t *testing.T) {
+	e := newSystemEnv(t)
+	counter := filepath.Join(e.dir, "count")
+	p := e.jobAs(otherUser, "pls", "P", nil, envCount+"="+counter)
+	e.started("P")
+	read := func() int {
+		b, _ := os.ReadFile(counter)
+		n, _ := strconv.Atoi(string(b))
+		return n
+	}
+	advances := func() bool {
+		n := read()
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			if read() > n {
+				return true
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return false
+	}
+	if !advances() {
+		t.Fatal("the pls job's counter does not advance")
+	}
+	es := e.list()
+	if len(es) != 1 || es[0].User != otherUser || !strings.HasPrefix(es[0].Where, "perflock-s-") {
+		t.Fatalf("wholock: %+v", es)
+	}
+	pscope := es[0].Where
+	if s := show(t, pscope, "Slice"); s != "perflock-shared.slice" {
+		t.Errorf("%s Slice=%s", pscope, s)
+	}
+	if w := show(t, pscope, "CPUWeight"); w != "idle" && w != "0" && w != "1" {
+		t.Errorf("%s CPUWeight=%s, want idle", pscope, w)
+	}
+	x := e.job("perfrun", "X", nil)
+	e.started("X")
+	if fs := show(t, "perflock-shared.slice", "FreezerState"); fs != "frozen" {
+		t.Fatalf("perflock-shared.slice FreezerState=%s while perfrun runs", fs)
+	}
+	n := read()
+	time.Sleep(time.Second) // a running job would count ~1000 times
+	if m := read(); m != n {
+		t.Fatalf("counter advanced from %d to %d while frozen", n, m)
+	}
+	t.Logf("systemctl status perflockd:\n%s", systemctl(t, "status", "--no-pager", "perflockd.service"))
+	t.Logf("systemctl status perflock.slice:\n%s", systemctl(t, "status", "--no-pager", "perflock.slice"))
+	if st := show(t, "perflockd.service", "StatusText"); !strings.Contains(st, "1 exclusive running") || !strings.Contains(st, "1 shared frozen") {
+		t.Errorf("perflockd StatusText %q", st)
+	}
+	e.finish("X", 0)
+	e.exit(x)
+	if !advances() {
+		t.Fatal("the pls job did not resume after perfrun")
+	}
+	if fs := show(t, "perflock-shared.slice", "FreezerState"); fs != "running" {
+		t.Errorf("perflock-shared.slice FreezerState=%s after perfrun", fs)
+	}
+	e.finish("P", 0)
+	if code := e.exit(p); code != 0 {
+		t.Fatalf("pls exit %d: %s", code, p.stderr)
+	}
+	e.waitQueue("")
+}
+
+// kill -9 of perfrun keeps the lease while its scope has processes.
+func TestSystemdLeaseOutlivesAKilledPerfrun(t *testing.T) {
+	e := newSystemEnv(t)
+	x := e.job("perfrun", "X", nil)
+	e.started("X")
+	y := e.job("perfrun", "Y", nil)
+	e.waitQueue("X:running Y:waiting")
+	x.cmd.Process.Signal(syscall.SIGKILL)
+	e.exit(x)
+	e.waitQueue("X:running Y:waiting")
+	if e.hasEvent("start Y") {
+		t.Fatal("Y started while X's job still ran")
+	}
+	e.finish("X", 0)
+	e.started("Y")
+	e.finish("Y", 0)
+	if code := e.exit(y); code != 0 {
+		t.Fatalf("perfrun Y exit %d: %s", code, y.stderr)
+	}
+}
+
+// --max-runtime becomes the scope's RuntimeMaxUSec; systemd stops the job.
+func TestSystemdMaxRuntimeStopsTheJob(t *testing.T) {
+	e := newSystemEnv(t)
+	x := e.job("perfrun", "X", []string{"--max-runtime", "3"})
+	e.started("X")
+	es := e.list()
+	if len(es) != 1 {
+		t.Fatalf("wholock: %+v", es)
+	}
+	if got := show(t, es[0].Where, "RuntimeMaxUSec"); got != "3s" {
+		t.Errorf("%s RuntimeMaxUSec=%q, want 3s", es[0].Where, got)
+	}
+	if code := e.exit(x); code != 128+15 {
+		t.Fatalf("perfrun --max-runtime 3: exit %d, want 143 (stopped with SIGTERM): %s", code, x.stderr)
+	}
+	e.waitQueue("")
+}
