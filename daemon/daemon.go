@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -65,6 +66,8 @@ type Config struct {
 	Driver string
 	// CgroupName is the daemon's subtree under the cgroup2 mount (cgroupfs).
 	CgroupName string
+	// Throttle limits shared jobs beyond the idle CPU weight (systemd).
+	Throttle Throttle
 	// IdleExit, when positive, stops the daemon once it has had no
 	// connection and no job for that long.
 	IdleExit time.Duration
@@ -107,10 +110,13 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	drv, err := OpenDriver(cfg.Driver, cfg.CgroupName, log)
+	drv, err := OpenDriver(ctx, cfg.Driver, cfg.CgroupName, cfg.Throttle, log)
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	if c, ok := drv.(io.Closer); ok {
+		defer c.Close()
 	}
 	policy := cfg.Policy
 	if policy == lockq.Freeze && !drv.CanFreeze() {

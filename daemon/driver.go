@@ -13,9 +13,10 @@ import (
 )
 
 // Driver is where jobs run: it places a job's first process, says when the
-// job has no process left, and freezes the shared jobs as a whole.
+// job has no process left, and freezes the shared jobs as a whole. A Driver
+// that is also an io.Closer is closed when the daemon stops.
 type Driver interface {
-	// Name is "cgroupfs" or "none".
+	// Name is "systemd", "cgroupfs" or "none".
 	Name() string
 	// CanFreeze reports whether SetSharedFrozen works; without it the
 	// daemon drains instead of freezing.
@@ -57,16 +58,27 @@ type Placement interface {
 // MaxRuntime by itself (systemd's RuntimeMaxUSec).
 type nativeMaxRuntime interface{ EnforcesMaxRuntime() bool }
 
-// OpenDriver picks a driver by name: "cgroupfs", "none", or "auto" (cgroupfs
-// where a writable cgroup2 tree exists, none otherwise). cgroupName is the
-// daemon's subtree under the cgroup2 mount.
-func OpenDriver(name, cgroupName string, log *slog.Logger) (Driver, error) {
+// OpenDriver picks a driver by name: "systemd", "cgroupfs", "none", or
+// "auto": systemd where it is the service manager and its bus answers,
+// cgroupfs where a writable cgroup2 tree exists, none otherwise. cgroupName
+// is the cgroupfs driver's subtree under the cgroup2 mount; th throttles
+// shared jobs (systemd).
+func OpenDriver(ctx context.Context, name, cgroupName string, th Throttle, log *slog.Logger) (Driver, error) {
 	switch name {
 	case "none":
 		return noneDriver{}, nil
+	case "systemd":
+		return openSystemd(ctx, th)
 	case "cgroupfs":
 		return openCgroupfs(cgroupName)
 	case "auto", "":
+		if systemdBooted() {
+			d, err := openSystemd(ctx, th)
+			if err == nil {
+				return d, nil
+			}
+			log.Warn("systemd driver unavailable, trying cgroupfs", "reason", err)
+		}
 		d, err := openCgroupfs(cgroupName)
 		if err != nil {
 			log.Info("cgroupfs driver unavailable, using none", "reason", err)
@@ -74,7 +86,7 @@ func OpenDriver(name, cgroupName string, log *slog.Logger) (Driver, error) {
 		}
 		return d, nil
 	}
-	return nil, fmt.Errorf("%w: unknown driver %q (want auto, cgroupfs or none)", ErrConfig, name)
+	return nil, fmt.Errorf("%w: unknown driver %q (want auto, systemd, cgroupfs or none)", ErrConfig, name)
 }
 
 // noneDriver runs jobs as plain processes: the lease is the connection,

@@ -27,6 +27,9 @@ func NewPerflockd() *cobra.Command {
 		socket, driver, policy, cgroupName, logLevel, logFormat string
 		idleExit                                                time.Duration
 		maxWaiting                                              int
+		sharedQuota                                             float64
+		sharedCPUs                                              string
+		sharedMemHigh                                           uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "perflockd [flags]",
@@ -46,10 +49,15 @@ SOCKET
   or /tmp/perflock-$UID/perflock.sock).
 
 DRIVERS
+  systemd   each job in a transient scope: perfrun jobs in perflock-exclusive.slice with
+            every online CPU (AllowedCPUs) and CPUWeight=10000, pls jobs in
+            perflock-shared.slice with CPUWeight=idle, frozen with FreezeUnit on the slice
+            (confirmed by FreezerState). systemctl status perflock.slice shows the jobs.
   cgroupfs  each job in its own cgroup under <cgroup2 mount>/<cgroup-name>/{exclusive,shared};
             shared jobs are frozen with cgroup.freeze (needs a writable cgroup2 tree: root).
   none      plain processes; the freeze policy falls back to drain.
-  auto      cgroupfs where it works, else none.
+  auto      systemd when it is PID 1 and its bus answers, else cgroupfs where it
+            works, else none.
 
 POLICIES
   freeze    an exclusive job waits only for shared jobs to be frozen, then runs; they are
@@ -78,6 +86,7 @@ EXIT STATUS
 			cfg := daemon.Config{
 				Policy: pol, Driver: driver, CgroupName: cgroupName,
 				IdleExit: idleExit, MaxWaiting: maxWaiting, Logger: log,
+				Throttle: daemon.Throttle{CPUQuota: sharedQuota / 100, CPUs: sharedCPUs, MemoryHigh: sharedMemHigh},
 			}
 			if cfg.Listener, err = activatedListener(); err != nil {
 				return exitError{runner.ExitUnavailable, err}
@@ -108,10 +117,13 @@ EXIT STATUS
 	cmd.AddCommand(newInstall())
 	f := cmd.Flags()
 	f.StringVar(&socket, "socket", "", "listen on `PATH` (default: see SOCKET)")
-	f.StringVar(&driver, "driver", "auto", "where jobs run: auto, cgroupfs or none")
+	f.StringVar(&driver, "driver", "auto", "where jobs run: auto, systemd, cgroupfs or none")
 	f.StringVar(&policy, "policy", "freeze", "what shared jobs do while an exclusive job waits: freeze or drain")
 	f.StringVar(&cgroupName, "cgroup-name", daemon.DefaultCgroupName, "the daemon's cgroup subtree (cgroupfs driver)")
 	f.DurationVar(&idleExit, "idle-exit", 0, "exit after this long with no job and no client (0: never)")
+	f.Float64Var(&sharedQuota, "shared-cpu-quota", 0, "systemd: cap each pls job at `PERCENT` of one CPU (CPUQuota=; 0: no cap)")
+	f.StringVar(&sharedCPUs, "shared-cpus", "", "systemd: run pls jobs only on these `CPUS` (AllowedCPUs=, e.g. 0-3)")
+	f.Uint64Var(&sharedMemHigh, "shared-memory-high", 0, "systemd: MemoryHigh= of each pls job in `BYTES` (0: none)")
 	f.IntVar(&maxWaiting, "max-waiting", daemon.DefaultMaxWaiting, "waiting requests allowed per user")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

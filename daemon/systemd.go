@@ -1,0 +1,229 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/perflock/perflock/units"
+)
+
+// The slices perflock's scopes live in. perflock-exclusive.slice and
+// perflock-shared.slice are children of perflock.slice (a dash is a level).
+const (
+	ExclusiveSlice = "perflock-exclusive.slice"
+	SharedSlice    = "perflock-shared.slice"
+)
+
+// Throttle limits the shared (pls) jobs beyond their idle CPU weight.
+// Zero values mean no limit.
+type Throttle struct {
+	// CPUQuota is the share of one CPU per second, e.g. 1.5 for 150 %.
+	CPUQuota float64
+	// CPUs the shared jobs may use, as a cpuset list ("0-3,8").
+	CPUs string
+	// MemoryHigh in bytes.
+	MemoryHigh uint64
+}
+
+// systemdDriver runs every job in a transient scope: exclusive ones in
+// perflock-exclusive.slice with every online CPU and the top CPU weight,
+// shared ones in perflock-shared.slice with the idle weight, frozen as a
+// whole with FreezeUnit.
+type systemdDriver struct {
+	conn    *units.Conn
+	watch   *units.Watcher
+	version int
+	allCPUs []byte // AllowedCPUs mask of every online CPU
+	shared  []sddbus.Property
+}
+
+// ErrNoSystemd: systemd is not the service manager here.
+var ErrNoSystemd = errors.New("daemon: systemd is not running as the service manager")
+
+// systemdBooted is sd_booted(3): /run/systemd/system exists.
+func systemdBooted() bool {
+	fi, err := os.Lstat("/run/systemd/system")
+	return err == nil && fi.IsDir()
+}
+
+func openSystemd(ctx context.Context, th Throttle) (Driver, error) {
+	if !systemdBooted() {
+		return nil, ErrNoSystemd
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := units.Connect(cctx)
+	if err != nil {
+		return nil, fmt.Errorf("systemd driver: %w", err)
+	}
+	d := &systemdDriver{conn: conn}
+	if d.version, err = conn.Version(cctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("systemd driver: %w", err)
+	}
+	online, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("systemd driver: online CPUs: %w", err)
+	}
+	if d.allCPUs, err = cpuMask(strings.TrimSpace(string(online))); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("systemd driver: online CPUs: %w", err)
+	}
+	if d.shared, err = d.sharedProps(th); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if d.watch, err = conn.Watch(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("systemd driver: %w", err)
+	}
+	// Both slices stay active, so the shared one can be frozen even while it
+	// is empty, and scopes started under a frozen slice start frozen.
+	for _, s := range []string{ExclusiveSlice, SharedSlice} {
+		if err := conn.EnsureSlice(cctx, s); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("systemd driver: %w", err)
+		}
+	}
+	return d, nil
+}
+
+func (d *systemdDriver) sharedProps(th Throttle) ([]sddbus.Property, error) {
+	weight := uint64(0) // "idle", systemd >= 252
+	if d.version < 252 {
+		weight = 1
+	}
+	props := []sddbus.Property{prop("CPUWeight", weight)}
+	if th.CPUQuota > 0 {
+		props = append(props, prop("CPUQuotaPerSecUSec", uint64(th.CPUQuota*1e6)))
+	}
+	if th.CPUs != "" {
+		mask, err := cpuMask(th.CPUs)
+		if err != nil {
+			return nil, fmt.Errorf("%w: shared CPUs %q: %v", ErrConfig, th.CPUs, err)
+		}
+		props = append(props, prop("AllowedCPUs", mask))
+	}
+	if th.MemoryHigh > 0 {
+		props = append(props, prop("MemoryHigh", th.MemoryHigh))
+	}
+	return props, nil
+}
+
+func prop(name string, v any) sddbus.Property {
+	return sddbus.Property{Name: name, Value: godbus.MakeVariant(v)}
+}
+
+func (d *systemdDriver) Name() string { return "systemd" }
+
+// CanFreeze: FreezeUnit exists since systemd 246.
+func (d *systemdDriver) CanFreeze() bool { return d.version >= 246 }
+
+// ScopeName is the unit a job runs in, e.g. perflock-x-42.scope.
+func ScopeName(job string) string { return "perflock-" + job + ".scope" }
+
+func (d *systemdDriver) Place(ctx context.Context, job JobSpec, pid int) (Placement, error) {
+	name := ScopeName(job.Name)
+	slice := ExclusiveSlice
+	props := []sddbus.Property{
+		prop("Description", fmt.Sprintf("perflock %s job of %s: %s", map[bool]string{true: "shared", false: "exclusive"}[job.Shared], job.User, oneLine(job.Command, 200))),
+		prop("CollectMode", "inactive-or-failed"),
+	}
+	if job.Shared {
+		slice = SharedSlice
+		props = append(props, d.shared...)
+	} else {
+		props = append(props, prop("CPUWeight", uint64(10000)), prop("AllowedCPUs", d.allCPUs))
+	}
+	if job.MaxRuntime > 0 {
+		props = append(props, prop("RuntimeMaxUSec", uint64(job.MaxRuntime/time.Microsecond)))
+	}
+	if err := d.conn.StartScope(ctx, name, slice, []uint32{uint32(pid)}, props...); err != nil {
+		return nil, err
+	}
+	return scopePlacement{d.conn, d.watch, name}, nil
+}
+
+// Close ends the driver's D-Bus connection; scopes keep running.
+func (d *systemdDriver) Close() error {
+	d.watch.Close()
+	d.conn.Close()
+	return nil
+}
+
+func (d *systemdDriver) SetSharedFrozen(ctx context.Context, frozen bool) error {
+	if frozen {
+		return d.conn.Freeze(ctx, SharedSlice)
+	}
+	return d.conn.Thaw(ctx, SharedSlice)
+}
+
+type scopePlacement struct {
+	conn  *units.Conn
+	watch *units.Watcher
+	name  string
+}
+
+func (p scopePlacement) Where() string { return p.name }
+
+func (p scopePlacement) WaitEmpty(ctx context.Context) error {
+	return p.watch.WaitInactive(ctx, p.name)
+}
+
+// Remove: systemd collects the scope itself (CollectMode).
+func (p scopePlacement) Remove() error { return nil }
+
+// EnforcesMaxRuntime: the scope's RuntimeMaxUSec stops the job.
+func (p scopePlacement) EnforcesMaxRuntime() bool { return true }
+
+// Stop stops the scope: systemd sends SIGTERM, then SIGKILL. A frozen scope
+// cannot be stopped on systemd >= 256, and stopping one on older versions
+// thaws it first, so the shared slice is thawed before.
+func (p scopePlacement) Stop(ctx context.Context, grace time.Duration) error {
+	if st, err := p.conn.FreezerState(ctx, p.name); err == nil && st != units.FreezerRunning {
+		if err := p.conn.Thaw(ctx, p.name); err != nil {
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, grace+5*time.Second)
+	defer cancel()
+	return p.conn.Stop(sctx, p.name)
+}
+
+// cpuMask turns a cpuset list ("0-3,8") into systemd's AllowedCPUs bytes:
+// little-endian, byte i holds CPUs 8i…8i+7.
+func cpuMask(list string) ([]byte, error) {
+	var mask []byte
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return nil, fmt.Errorf("bad CPU %q", part)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return nil, fmt.Errorf("bad CPU range %q", part)
+			}
+		}
+		if b >= 8192 {
+			return nil, fmt.Errorf("CPU %d out of range", b)
+		}
+		for c := a; c <= b; c++ {
+			for len(mask) <= c/8 {
+				mask = append(mask, 0)
+			}
+			mask[c/8] |= 1 << (c % 8)
+		}
+	}
+	return mask, nil
+}
