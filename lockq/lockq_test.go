@@ -557,3 +557,80 @@ func TestHoldersListsOnlyHoldersInTicketOrder(t *testing.T) {
 		t.Fatalf("holders after release: %+v", hs)
 	}
 }
+
+func TestAdoptedHoldersBlockLaterRequestsAndTicketsContinue(t *testing.T) {
+	h := newHarness(t, Freeze)
+	acts, err := h.q.Adopt(40, Request{Mode: ExclusiveMode(), Owner: "X"}, false)
+	if err != nil || len(acts) != 0 {
+		t.Fatalf("adopt: %v %v", acts, err)
+	}
+	h.names[40] = "X"
+	if _, err := h.q.Adopt(7, Request{Mode: SharedMode(), Preemptible: true, Owner: "P"}, true); err != nil {
+		t.Fatal(err)
+	}
+	h.names[7] = "P"
+	h.byNm["X"], h.byNm["P"] = 40, 7
+	h.state("P* X |")
+	h.enq("S", ps, "")
+	if h.byNm["S"] != 41 {
+		t.Fatalf("first new ticket %d, want 41", h.byNm["S"])
+	}
+	// The suspended holder is resumed once the exclusive one ends.
+	h.release("X", "resume(P) grant(S)")
+	for _, bad := range []struct {
+		t    Ticket
+		r    Request
+		susp bool
+	}{
+		{7, Request{Mode: SharedMode()}, false},                           // in use
+		{0, Request{Mode: SharedMode()}, false},                           // no ticket
+		{50, Request{Mode: ExclusiveMode()}, true},                        // only preemptible shared suspend
+		{51, Request{Mode: SharedMode(), Resources: []string{""}}, false}, // invalid
+	} {
+		if _, err := h.q.Adopt(bad.t, bad.r, bad.susp); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Adopt(%d, %+v, %v): %v", bad.t, bad.r, bad.susp, err)
+		}
+	}
+}
+
+func TestRejoiningWaiterKeepsItsPlaceInLine(t *testing.T) {
+	h := newHarness(t, Drain)
+	h.q.Reserve(100)
+	h.enq("X", x, "grant(X)") // 101
+	h.enq("A", x, "")         // 102
+	h.enq("G", grp(1), "")    // 103
+	h.enq("B", x, "")         // 104
+	// A waiter from before a restart rejoins with ticket 50: ahead of A and B.
+	acts, err := h.q.EnqueueAt(50, Request{Mode: ExclusiveMode(), Owner: "OLD"})
+	if err != nil || len(acts) != 0 {
+		t.Fatalf("rejoin: %v %v", acts, err)
+	}
+	h.names[50], h.byNm["OLD"] = "OLD", 50
+	acts, err = h.q.EnqueueAt(60, Request{Mode: GroupMode(1), Owner: "G0"})
+	if err != nil || len(acts) != 0 {
+		t.Fatalf("rejoin: %v %v", acts, err)
+	}
+	h.names[60], h.byNm["G0"] = "G0", 60
+	h.state("X | OLD G0 A G B")
+	if e, _ := h.q.Lookup(102); e.Position != 3 {
+		t.Fatalf("A's position %d, want 3", e.Position)
+	}
+	h.release("X", "grant(OLD)")
+	h.release("OLD", "grant(G0) grant(G)") // G joins its holding group
+	h.release("G0", "")
+	h.release("G", "grant(A)")
+	h.release("A", "grant(B)")
+	for _, tk := range []Ticket{0, 104, 500} {
+		if _, err := h.q.EnqueueAt(tk, Request{Mode: SharedMode()}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("EnqueueAt(%d): %v", tk, err)
+		}
+	}
+	// A rejoining request that can go at once is granted.
+	h.release("B", "")
+	acts, err = h.q.EnqueueAt(70, Request{Mode: SharedMode(), Owner: "S"})
+	h.names[70] = "S"
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.want("rejoin on a free machine", acts, "grant(S)")
+}

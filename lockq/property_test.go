@@ -219,7 +219,7 @@ func (m *model) live(t *rapid.T, from map[Ticket]Request, label string) (Ticket,
 }
 
 func (m *model) step(t *rapid.T) {
-	switch rapid.IntRange(0, 8).Draw(t, "op") {
+	switch rapid.IntRange(0, 9).Draw(t, "op") {
 	case 0, 1, 2:
 		r := genRequest(t)
 		tk, acts, err := m.q.Enqueue(r)
@@ -294,6 +294,24 @@ func (m *model) step(t *rapid.T) {
 				t.Fatal(err)
 			}
 			delete(m.suspends, tk)
+			m.apply(t, acts)
+		}
+	case 9:
+		// A request that left rejoins with its old ticket (after a restart).
+		gone := map[Ticket]Request{}
+		for tk := range m.gone {
+			gone[tk] = Request{}
+		}
+		if tk, ok := m.live(t, gone, "rejoin"); ok {
+			r := genRequest(t)
+			r.Deadline = time.Time{}
+			acts, err := m.q.EnqueueAt(tk, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			delete(m.gone, tk)
+			delete(m.granted, tk)
+			m.waiting[tk] = r
 			m.apply(t, acts)
 		}
 	case 8:

@@ -844,3 +844,164 @@ func (r *resource) firstRun(n *node) bool {
 func (r *resource) firstRunAtTail(m Mode) bool {
 	return r.head == nil || (r.brk == nil && r.head.r.Mode.Compatible(m))
 }
+
+// Last returns the last ticket given out.
+func (q *Queue) Last() Ticket { return q.last }
+
+// Reserve makes every ticket from now on larger than t: a restarted caller
+// continues its old sequence.
+func (q *Queue) Reserve(t Ticket) {
+	q.last = max(q.last, t)
+}
+
+// Adopt records a holder that already holds, with its old ticket: a
+// restarted caller re-creating the holders it finds running. It checks no
+// compatibility (the holders are facts); isSuspended marks a preemptible
+// shared holder that is suspended. Later tickets are larger
+// than t.
+func (q *Queue) Adopt(t Ticket, r Request, isSuspended bool) ([]Action, error) {
+	if _, ok := q.reqs[t]; ok || t == 0 {
+		return nil, fmt.Errorf("%w: ticket %d is in use", ErrInvalid, t)
+	}
+	if isSuspended && !(r.Preemptible && r.Mode.Kind == Shared) {
+		return nil, fmt.Errorf("%w: only preemptible shared holders can be suspended", ErrInvalid)
+	}
+	c, err := q.newReq(r)
+	if err != nil {
+		return nil, err
+	}
+	c.ticket = t
+	q.Reserve(t)
+	q.reqs[t] = c
+	q.grant(c)
+	q.acts = q.acts[:len(q.acts)-1] // a fact, not a grant to announce
+	if isSuspended && q.policy == Freeze {
+		c.hs = suspended
+		for _, r := range c.res {
+			r.sharedActive--
+			r.suspended[t] = c
+		}
+	}
+	return q.run(), nil
+}
+
+// EnqueueAt is Enqueue with the request's old ticket, for a waiter that
+// rejoins after its caller restarted: it takes its old place in line. The
+// ticket must not be in use and must have been given out before (at most
+// Last).
+func (q *Queue) EnqueueAt(t Ticket, r Request) ([]Action, error) {
+	if _, ok := q.reqs[t]; ok || t == 0 || t > q.last {
+		return nil, fmt.Errorf("%w: ticket %d cannot rejoin", ErrInvalid, t)
+	}
+	c, err := q.newReq(r)
+	if err != nil {
+		return nil, err
+	}
+	c.ticket = t
+	q.reqs[t] = c
+	q.waitAt(c)
+	for _, rs := range c.res {
+		q.rescan(rs)
+	}
+	return q.run(), nil
+}
+
+// waitAt puts c in every line at its ticket's place.
+func (q *Queue) waitAt(c *req) {
+	q.materialise(c)
+	c.nodes = make([]*node, len(c.res))
+	for i, r := range c.res {
+		c.nodes[i] = r.insert(c, new(node))
+		q.touch(r)
+	}
+	var before *req // the last waiter with a smaller ticket
+	for w := q.wtail; w != nil; w = w.prev {
+		if w.ticket < c.ticket {
+			before = w
+			break
+		}
+	}
+	if before == nil {
+		c.next = q.whead
+		if q.whead != nil {
+			q.whead.prev = c
+		} else {
+			q.wtail = c
+		}
+		q.whead = c
+	} else {
+		c.prev, c.next = before, before.next
+		if before.next != nil {
+			before.next.prev = c
+		} else {
+			q.wtail = c
+		}
+		before.next = c
+	}
+	q.nwaiting++
+	if c.Mode.Kind == Group {
+		g := q.groups[c.Mode.Group]
+		if g == nil {
+			g = &groupList{}
+			q.groups[c.Mode.Group] = g
+		}
+		var gb *req
+		for w := g.tail; w != nil; w = w.gprev {
+			if w.ticket < c.ticket {
+				gb = w
+				break
+			}
+		}
+		if gb == nil {
+			c.gnext = g.head
+			if g.head != nil {
+				g.head.gprev = c
+			} else {
+				g.tail = c
+			}
+			g.head = c
+		} else {
+			c.gprev, c.gnext = gb, gb.gnext
+			if gb.gnext != nil {
+				gb.gnext.gprev = c
+			} else {
+				g.tail = c
+			}
+			gb.gnext = c
+		}
+	}
+	if !c.Deadline.IsZero() {
+		q.deadlines.push(c)
+	}
+}
+
+// insert puts c into r's wait list in ticket order and recomputes brk.
+func (r *resource) insert(c *req, n *node) *node {
+	*n = node{r: c}
+	var before *node
+	for m := r.tail; m != nil; m = m.prev {
+		if m.r.ticket < c.ticket {
+			before = m
+			break
+		}
+	}
+	if before == nil {
+		n.next = r.head
+		if r.head != nil {
+			r.head.prev = n
+		} else {
+			r.tail = n
+		}
+		r.head = n
+	} else {
+		n.prev, n.next = before, before.next
+		if before.next != nil {
+			before.next.prev = n
+		} else {
+			r.tail = n
+		}
+		before.next = n
+	}
+	r.brk = r.scanBreak(r.head.next)
+	return n
+}
