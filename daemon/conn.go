@@ -21,6 +21,7 @@ type conn struct {
 	nc   *net.UnixConn
 	cred *unix.Ucred
 	job  *job // loop-owned: the connection's request, once acquired
+	gone bool // loop-owned: closed() has run
 
 	mu          sync.Mutex
 	outbox      []proto.Msg
@@ -154,6 +155,10 @@ func (c *conn) read() {
 		return
 	}
 	switch m.Type {
+	case proto.TCancel:
+		c.s.post(func() { c.s.cancel(c, m) })
+		c.drain()
+		return
 	case proto.TList:
 		c.s.post(func() { c.finish(c.s.list()) })
 		c.drain()
@@ -162,7 +167,7 @@ func (c *conn) read() {
 		c.nc.SetReadDeadline(time.Time{})
 		c.s.post(func() { c.s.acquire(c, m) })
 	default:
-		c.fail(proto.CodeInvalid, "expected acquire or list, got %s", m.Type)
+		c.fail(proto.CodeInvalid, "expected acquire, list or cancel, got %s", m.Type)
 		c.drain()
 		return
 	}

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/perflock/perflock/lockq"
+	"github.com/perflock/perflock/proto"
 )
 
 var (
@@ -49,6 +50,13 @@ const (
 // its request; tests shorten it.
 var handshakeTimeout = 5 * time.Second
 
+// After a restart, new requests wait rejoinGrace for earlier waiters to
+// rejoin; rejoining is possible for rejoinWindow.
+var (
+	rejoinGrace  = 3 * time.Second
+	rejoinWindow = time.Minute
+)
+
 // Config configures Run.
 type Config struct {
 	// Socket is the path to listen on. Its directory must exist.
@@ -73,6 +81,12 @@ type Config struct {
 	IdleExit time.Duration
 	// MaxWaiting caps each user's waiting requests (default 128).
 	MaxWaiting int
+	// MaxConns caps open connections (default 4096), MaxConnsPerUser each
+	// user's (default 1024); more are refused with a "limit" error.
+	MaxConns, MaxConnsPerUser int
+	// RunDir holds the state that outlives a daemon process (ticket mark,
+	// rejoin key); default: the socket's directory.
+	RunDir string
 	// Logger receives structured logs (default: slog.Default()).
 	Logger *slog.Logger
 	// OnReady, if set, is called once the daemon accepts connections.
@@ -91,6 +105,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.MaxWaiting <= 0 {
 		cfg.MaxWaiting = DefaultMaxWaiting
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 4096
+	}
+	if cfg.MaxConnsPerUser <= 0 {
+		cfg.MaxConnsPerUser = 1024
 	}
 	if cfg.SocketMode == 0 {
 		cfg.SocketMode = 0o666
@@ -123,19 +143,38 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("driver cannot freeze: shared jobs are drained instead", "driver", drv.Name())
 		policy = lockq.Drain
 	}
-	if drv.CanFreeze() {
-		// A daemon that stopped while shared jobs were frozen left them so.
-		if err := drv.SetSharedFrozen(ctx, false); err != nil {
-			log.Warn("thawing shared jobs left frozen", "err", err)
-		}
+	if cfg.RunDir == "" {
+		cfg.RunDir = filepath.Dir(ln.Addr().String())
+	}
+	st, err := loadRunState(cfg.RunDir)
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	s := newServer(cfg, drv, policy)
+	s.ctx, s.stop = context.WithCancel(ctx)
+	s.state = st
+	s.q.Reserve(st.started)
+	// Before anything is granted: re-adopt what an earlier daemon left
+	// running, and keep frozen what must stay frozen.
+	if err := s.adopt(ctx); err != nil {
+		s.stop()
+		s.wg.Wait()
+		ln.Close()
+		return err
+	}
+	if st.started > 0 && st.waiters != 0 {
+		// Clients that waited on the earlier daemon reconnect and rejoin
+		// with their old tickets: new requests wait until they had time to.
+		s.graceUntil = time.Now().Add(rejoinGrace)
+		log.Info("restarted: waiting clients may rejoin before new requests are queued", "grace", rejoinGrace.String())
+	}
 	log.Info("perflockd serving", "socket", ln.Addr().String(), "driver", drv.Name(), "policy", policy.String(), "pid", os.Getpid())
 	if cfg.OnReady != nil {
 		cfg.OnReady()
 	}
 	sdnotify.SdNotify(false, sdnotify.SdNotifyReady+"\nSTATUS=idle")
-	return s.serve(ctx, ln)
+	return s.serve(ln)
 }
 
 // lockInstance takes an exclusive lock that lives as long as the daemon.
@@ -190,7 +229,8 @@ type server struct {
 	policy lockq.Policy
 	start  time.Time
 
-	ctx    context.Context // the server's lifetime
+	ctx    context.Context    // the server's lifetime
+	stop   context.CancelFunc // ends ctx
 	events chan func()
 	wg     sync.WaitGroup
 
@@ -207,6 +247,10 @@ type server struct {
 	dirty      bool // the queue changed since the last status broadcast
 	idleSince  time.Time
 	lastStatus string // the last STATUS= sent to the service manager
+	state      *runState
+	graceUntil time.Time // until then, new requests are parked for rejoiners
+	parked     []func()
+	connsBy    map[uint32]int // open connections per uid
 }
 
 func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {
@@ -219,6 +263,7 @@ func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {
 		waitingBy: make(map[uint32]int),
 		users:     make(map[uint32]string),
 		frozenSet: make(map[lockq.Ticket]bool),
+		connsBy:   make(map[uint32]int),
 		idleSince: time.Now(),
 	}
 }
@@ -240,11 +285,14 @@ func (s *server) goFn(f func()) {
 	}()
 }
 
-func (s *server) serve(parent context.Context, ln *net.UnixListener) error {
-	ctx, cancel := context.WithCancel(parent)
-	s.ctx = ctx
+func (s *server) serve(ln *net.UnixListener) error {
+	ctx, cancel := s.ctx, s.stop
 	defer func() {
 		sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
+		_, waiting := s.q.Len()
+		if err := s.state.stop(waiting + len(s.parked)); err != nil {
+			s.log.Error("saving state", "err", err)
+		}
 		cancel()
 		ln.Close()
 		for c := range s.conns {
@@ -259,6 +307,12 @@ func (s *server) serve(parent context.Context, ln *net.UnixListener) error {
 	deadline.Stop()
 	status := time.NewTicker(statusInterval)
 	defer status.Stop()
+	var grace <-chan time.Time
+	if d := time.Until(s.graceUntil); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		grace = t.C
+	}
 	var idle <-chan time.Time
 	if s.cfg.IdleExit > 0 {
 		t := time.NewTicker(min(s.cfg.IdleExit/4+time.Millisecond, time.Second))
@@ -273,6 +327,12 @@ func (s *server) serve(parent context.Context, ln *net.UnixListener) error {
 			f()
 		case now := <-deadline.C:
 			s.apply(s.q.Expire(now))
+		case <-grace:
+			parked := s.parked
+			s.parked = nil
+			for _, f := range parked {
+				f()
+			}
 		case <-status.C:
 			s.broadcast()
 			s.notifyStatus()
@@ -309,10 +369,27 @@ func (s *server) accept(ln *net.UnixListener) {
 			continue
 		}
 		c := newConn(s, nc, cred)
-		s.post(func() { s.conns[c] = struct{}{} })
-		s.goFn(c.read)
-		s.goFn(c.write)
+		s.post(func() { s.register(c) })
 	}
+}
+
+// register admits a connection within the limits and starts its reader
+// and writer; over a limit it answers "limit" and closes.
+func (s *server) register(c *conn) {
+	uid := c.cred.Uid
+	if len(s.conns) >= s.cfg.MaxConns || s.connsBy[uid] >= s.cfg.MaxConnsPerUser {
+		s.log.Warn("connection refused: limit reached", "uid", uid, "conns", len(s.conns), "of_user", s.connsBy[uid])
+		c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		proto.Write(c.nc, proto.Msg{Type: proto.TError, Code: proto.CodeLimit,
+			Message: fmt.Sprintf("perflockd has too many connections (%d open, %d of this user): try again later", len(s.conns), s.connsBy[uid])})
+		c.stopOnClose()
+		c.nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.connsBy[uid]++
+	s.goFn(c.read)
+	s.goFn(c.write)
 }
 
 func peerCred(nc *net.UnixConn) (*unix.Ucred, error) {

@@ -447,3 +447,172 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// A client that trickles its hello a byte at a time is cut off at the
+// handshake deadline; others are served meanwhile.
+func TestTricklingClientIsCutOffAndOthersServed(t *testing.T) {
+	sock := startDaemon(t, Config{})
+	slow := dial(t, sock)
+	done := make(chan error, 1)
+	go func() {
+		hello := []byte(`{"type":"hello","version":1}` + "\n")
+		for _, b := range hello {
+			if _, err := slow.nc.Write([]byte{b}); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		done <- nil
+	}()
+	acquire(t, sock, proto.Msg{Mode: "exclusive"}).expect(proto.TGranted)
+	slow.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := slow.r.Read(); err == nil {
+		t.Fatal("the trickling client got an answer")
+	}
+	<-done
+}
+
+// Connections beyond a user's limit are refused with a "limit" error; once
+// some close, new ones are served.
+func TestConnectionsBeyondTheLimitAreRefused(t *testing.T) {
+	sock := startDaemon(t, Config{MaxConnsPerUser: 3})
+	var open []*client
+	for range 3 {
+		c := dial(t, sock)
+		c.hello()
+		open = append(open, c)
+	}
+	extra := dial(t, sock)
+	extra.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if m, err := extra.r.Read(); err != nil || m.Type != proto.TError || m.Code != proto.CodeLimit {
+		t.Fatalf("fourth connection: %+v, %v; want a limit error", m, err)
+	}
+	open[0].nc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := dial(t, sock)
+		c.send(proto.Msg{Type: proto.THello, Version: proto.Version})
+		m := c.recv()
+		if m.Type == proto.THello {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still refused after a connection closed: %+v", m)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The daemon refuses to place the client's own child when it runs as
+// another user.
+func TestPlacingAChildOfAnotherUserIsDenied(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start a child as another user")
+	}
+	sock := startDaemon(t, Config{})
+	c := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	c.expect(proto.TGranted)
+	child := exec.Command("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "sleep", "100")
+	if err := child.Start(); err != nil {
+		t.Skipf("setpriv: %v", err)
+	}
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	// setpriv execs sleep in place: the pid is our child, running as nobody.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", child.Process.Pid))
+		if st, err := parseStatus(b); err == nil && st.uid == 65534 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("child never ran as nobody")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.send(proto.Msg{Type: proto.TPlace, PID: child.Process.Pid})
+	if m := c.expect(proto.TError); m.Code != proto.CodeDenied || !strings.Contains(m.Message, "uid 65534") {
+		t.Fatalf("place of another user's process: %+v", m)
+	}
+	waitList(t, sock, "1:granted")
+}
+
+// Rejoining needs the token the daemon gave for that ticket and user, and a
+// ticket from before the restart.
+func TestRejoinNeedsTheTicketsToken(t *testing.T) {
+	st, err := loadRunState(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.started = 10
+	tok := st.token(7, 1000)
+	for _, tc := range []struct {
+		t     lockq.Ticket
+		uid   uint32
+		token string
+		ok    bool
+	}{
+		{7, 1000, tok, true},
+		{7, 1001, tok, false}, // another user
+		{8, 1000, tok, false}, // another ticket
+		{7, 1000, tok[:len(tok)-1], false},
+		{11, 1000, st.token(11, 1000), false}, // not from before the restart
+		{0, 1000, st.token(0, 1000), false},
+	} {
+		if got := st.canRejoin(tc.t, tc.uid, tc.token); got != tc.ok {
+			t.Errorf("canRejoin(%d, %d, %q) = %v", tc.t, tc.uid, tc.token, got)
+		}
+	}
+}
+
+// The ticket mark on disk stays ahead of every ticket handed out, so a
+// restarted daemon never repeats one.
+func TestTicketMarkStaysAheadAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	st, err := loadRunState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for last := lockq.Ticket(1); last < 3*ticketBlock; last++ {
+		before := st.reserved
+		if err := st.reserve(last); err != nil {
+			t.Fatal(err)
+		}
+		if last%97 != 0 && st.reserved == before && last+1 != before {
+			continue // check every 97th ticket and around each extension
+		}
+		// A crash now: what would a new daemon see? (It loads a copy: loading
+		// writes a new mark.)
+		again, err := loadRunState(copyState(t, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.started <= last {
+			t.Fatalf("after ticket %d the mark on disk is %d", last, again.started)
+		}
+		if again.waiters != -1 {
+			t.Fatalf("a crash reads as %d waiters, want unknown (-1)", again.waiters)
+		}
+	}
+	if err := st.stop(0); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := loadRunState(copyState(t, dir)); again.waiters != 0 {
+		t.Fatalf("a clean stop with none waiting reads as %d", again.waiters)
+	}
+}
+
+func copyState(t *testing.T, dir string) string {
+	t.Helper()
+	dst := t.TempDir()
+	for _, f := range []string{"tickets", "key"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}

@@ -67,8 +67,20 @@ func (s *server) userName(uid uint32) string {
 }
 
 func (s *server) acquire(c *conn, m proto.Msg) {
+	if c.gone {
+		return // parked, and the client left meanwhile
+	}
 	if c.job != nil {
 		c.fail(proto.CodeInvalid, "one acquire per connection")
+		return
+	}
+	rejoin := m.Ticket != 0
+	if rejoin && (time.Since(s.start) > rejoinWindow || !s.state.canRejoin(lockq.Ticket(m.Ticket), c.cred.Uid, m.Token)) {
+		c.fail(proto.CodeInvalid, "cannot rejoin with ticket %d: not a ticket of this user from before perflockd restarted, or too late", m.Ticket)
+		return
+	}
+	if !rejoin && time.Now().Before(s.graceUntil) {
+		s.parked = append(s.parked, func() { s.acquire(c, m) })
 		return
 	}
 	mode, err := lockq.ParseMode(m.Mode)
@@ -98,11 +110,17 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 	if m.TimeoutMS > 0 {
 		r.Deadline = j.since.Add(time.Duration(m.TimeoutMS) * time.Millisecond)
 	}
-	enqueue := s.q.Enqueue
-	if m.Nonblock {
-		enqueue = s.q.Try
+	var t lockq.Ticket
+	var acts []lockq.Action
+	switch {
+	case rejoin:
+		t = lockq.Ticket(m.Ticket)
+		acts, err = s.q.EnqueueAt(t, r)
+	case m.Nonblock:
+		t, acts, err = s.q.Try(r)
+	default:
+		t, acts, err = s.q.Enqueue(r)
 	}
-	t, acts, err := enqueue(r)
 	if errors.Is(err, lockq.ErrWouldBlock) {
 		c.finish(proto.Msg{Type: proto.TBusy, Holders: holdersFor(j, s.q.Holders())})
 		return
@@ -111,18 +129,27 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 		c.fail(proto.CodeInvalid, "%v", err)
 		return
 	}
+	if err := s.state.reserve(s.q.Last()); err != nil {
+		s.log.Error("saving the ticket mark", "err", err)
+	}
 	j.ticket = t
 	j.name = jobName(mode, t)
 	s.jobs[t] = j
 	c.job = j
 	s.waitingBy[uid]++
+	if rejoin {
+		s.log.Info("rejoined", "job", j.name, "user", j.user, "pid", j.clientPID)
+	}
 	s.apply(acts)
 	if !j.holding() && s.jobs[t] == j {
 		_, waiting := s.q.Len()
 		j.lastPos, j.lastHold = waiting, ""
 		hs := holdersFor(j, s.q.Holders())
 		j.lastHold = holdersKey(hs)
-		c.send(proto.Msg{Type: proto.TQueued, Ticket: uint64(t), Position: waiting, Holders: hs})
+		if e, ok := s.q.Lookup(t); ok && rejoin {
+			waiting = e.Position
+		}
+		c.send(proto.Msg{Type: proto.TQueued, Ticket: uint64(t), Token: s.state.token(t, uid), Position: waiting, Holders: hs})
 		s.log.Info("waiting", "job", j.name, "user", j.user, "pid", j.clientPID, "mode", mode.String(), "position", waiting)
 	}
 }
@@ -284,6 +311,12 @@ func (s *server) placed(j *job, pid int, p Placement, err error) {
 		j.conn.send(proto.Msg{Type: proto.TPlaced, Where: p.Where()})
 	}
 	s.log.Info("running", "job", j.name, "pid", pid, "where", p.Where())
+	s.watch(j, p)
+}
+
+// watch ends j's lease once its place is empty (and its client gone), and
+// stops it at its max runtime.
+func (s *server) watch(j *job, p Placement) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	j.stopWatch = cancel
 	if n, ok := p.(nativeMaxRuntime); j.maxRuntime > 0 && !(ok && n.EnforcesMaxRuntime()) {
@@ -321,7 +354,14 @@ func (s *server) done(c *conn, status int) {
 // closed forgets a connection; its request is cancelled, or its lease ends
 // once the job has no process left.
 func (s *server) closed(c *conn) {
+	if _, ok := s.conns[c]; ok {
+		s.connsBy[c.cred.Uid]--
+		if s.connsBy[c.cred.Uid] == 0 {
+			delete(s.connsBy, c.cred.Uid)
+		}
+	}
 	delete(s.conns, c)
+	c.gone = true
 	j := c.job
 	if j == nil {
 		return
@@ -537,4 +577,114 @@ func (s *server) summary(now time.Time) string {
 		return "idle"
 	}
 	return strings.Join(parts, "; ")
+}
+
+// adopt re-creates the jobs an earlier daemon left running, before anything
+// is granted. If an exclusive job runs, the shared jobs stay (or are made)
+// frozen; otherwise they are thawed.
+func (s *server) adopt(ctx context.Context) error {
+	var found []Adopted
+	if a, ok := s.drv.(adopter); ok {
+		var err error
+		if found, _, err = a.Adopt(ctx); err != nil {
+			return fmt.Errorf("daemon: adopting running jobs: %w", err)
+		}
+	}
+	exclusive := false
+	for _, a := range found {
+		exclusive = exclusive || !a.Shared
+	}
+	freeze := exclusive && s.policy == lockq.Freeze
+	if s.drv.CanFreeze() {
+		if err := s.drv.SetSharedFrozen(ctx, freeze); err != nil {
+			return fmt.Errorf("daemon: setting shared jobs frozen=%v after restart: %w", freeze, err)
+		}
+		s.isFrozen = freeze
+	}
+	for _, a := range found {
+		t := lockq.Ticket(a.Ticket)
+		mode := lockq.ExclusiveMode()
+		if a.Shared {
+			mode = lockq.SharedMode()
+		}
+		j := &job{ticket: t, name: jobName(mode, t), mode: mode, resources: []string{lockq.Machine},
+			shared: a.Shared, state: stateRunning, since: time.Now(), place: a.Placement, user: "?"}
+		if len(a.PIDs) > 0 {
+			j.childPID = a.PIDs[0]
+			if uid, argv, err := procOwner(a.PIDs[0]); err == nil {
+				j.uid, j.user, j.command = uid, s.userName(uid), argv
+			}
+		}
+		suspended := a.Shared && freeze
+		r := lockq.Request{Mode: mode, Resources: j.resources, Preemptible: a.Shared, Owner: j}
+		acts, err := s.q.Adopt(t, r, suspended)
+		if err != nil {
+			s.log.Error("adopting job", "job", j.name, "err", err)
+			continue
+		}
+		s.jobs[t] = j
+		if suspended {
+			s.frozenSet[t] = true
+			j.frozen = true
+		}
+		s.log.Info("adopted running job", "job", j.name, "user", j.user, "where", a.Placement.Where(), "frozen", suspended)
+		s.watch(j, a.Placement)
+		s.apply(acts)
+	}
+	s.wantFrozen = len(s.frozenSet) > 0
+	return nil
+}
+
+// cancel is `wholock --cancel`: a waiting request leaves the queue, a
+// running job is stopped (SIGTERM, then SIGKILL). Its owner or root only.
+func (s *server) cancel(c *conn, m proto.Msg) {
+	t := lockq.Ticket(m.Ticket)
+	if m.Job != "" {
+		_, num, _ := strings.Cut(m.Job, "-")
+		n, err := strconv.ParseUint(num, 10, 64)
+		if err != nil {
+			c.fail(proto.CodeInvalid, "no job %q: want a job name like x-42 or a ticket number", m.Job)
+			return
+		}
+		t = lockq.Ticket(n)
+	}
+	j := s.jobs[t]
+	if j == nil {
+		c.fail(proto.CodeInvalid, "no job with ticket %d (wholock lists them)", t)
+		return
+	}
+	if c.cred.Uid != 0 && c.cred.Uid != j.uid {
+		s.log.Warn("cancel refused", "job", j.name, "by_uid", c.cred.Uid, "owner", j.user)
+		c.fail(proto.CodeDenied, "job %s belongs to %s: only its owner or root may cancel it", j.name, j.user)
+		return
+	}
+	by := s.userName(c.cred.Uid)
+	s.log.Info("cancel", "job", j.name, "by", by)
+	notice := proto.Msg{Type: proto.TCancelled, Job: j.name, Message: "cancelled by " + by}
+	switch {
+	case !j.holding():
+		acts, err := s.q.Cancel(t)
+		if err == nil {
+			s.waitingBy[j.uid]--
+			delete(s.jobs, t)
+			if j.conn != nil {
+				j.conn.finish(notice)
+				j.conn.job = nil
+			}
+			s.apply(acts)
+		}
+	case j.place != nil:
+		if j.conn != nil {
+			j.conn.send(notice)
+		}
+		p := j.place
+		s.goFn(func() {
+			if err := p.Stop(s.ctx, stopGrace); err != nil && s.ctx.Err() == nil {
+				s.log.Error("stopping job", "job", j.name, "err", err)
+			}
+		})
+	case j.conn != nil:
+		j.conn.finish(notice) // granted, nothing placed: closing ends the lease
+	}
+	c.finish(proto.Msg{Type: proto.TCancelled, Job: j.name})
 }

@@ -27,15 +27,16 @@ const (
 	MaxNameBytes = 128 // a resource name
 )
 
-// Message types. Client to daemon: Hello, Acquire, Place, Done, List.
-// Daemon to client: Hello, Queued, Waiting, Granted, Placed, Busy, Expired,
-// Frozen, Thawed, List, Error.
+// Message types. Client to daemon: Hello, Acquire, Place, Done, List,
+// Cancel. Daemon to client: Hello, Queued, Waiting, Granted, Placed, Busy,
+// Expired, Frozen, Thawed, List, Cancelled, Error.
 const (
 	THello   = "hello"
 	TAcquire = "acquire"
 	TPlace   = "place"
 	TDone    = "done"
 	TList    = "list"
+	TCancel  = "cancel"
 
 	TQueued  = "queued"
 	TWaiting = "waiting"
@@ -45,7 +46,10 @@ const (
 	TExpired = "expired"
 	TFrozen  = "frozen"
 	TThawed  = "thawed"
-	TError   = "error"
+	// TCancelled: to a canceller, the cancel is done; to the cancelled
+	// job's client, who cancelled it (Message).
+	TCancelled = "cancelled"
+	TError     = "error"
 )
 
 // Error codes carried by TError messages.
@@ -81,8 +85,11 @@ type Msg struct {
 	MaxRuntimeMS int64    `json:"max_runtime_ms,omitempty"`
 	Command      []string `json:"command,omitempty"`
 
-	// queued, waiting, granted, busy
-	Ticket   uint64   `json:"ticket,omitempty"`
+	// queued, waiting, granted, busy; acquire when rejoining; cancel
+	Ticket uint64 `json:"ticket,omitempty"`
+	// Token (queued): the secret that lets this client rejoin with Ticket
+	// after the daemon restarts; sent back in a rejoining acquire.
+	Token    string   `json:"token,omitempty"`
 	Position int      `json:"position,omitempty"`
 	Holders  []Holder `json:"holders,omitempty"`
 	Job      string   `json:"job,omitempty"` // granted: the job's name, e.g. "x-42"
@@ -250,7 +257,11 @@ func (m *Msg) Validate() error {
 		if m.PID <= 0 {
 			return bad("no pid")
 		}
-	case TDone, TList, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TFrozen, TThawed:
+	case TCancel:
+		if m.Ticket == 0 && m.Job == "" {
+			return bad("no ticket or job")
+		}
+	case TDone, TList, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TFrozen, TThawed, TCancelled:
 	case TError:
 		if m.Code == "" {
 			return bad("no code")

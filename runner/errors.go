@@ -22,4 +22,11 @@ var (
 
 	// ErrDaemon: the daemon answered with an error message.
 	ErrDaemon = errors.New("runner: perflockd refused")
+
+	// ErrDenied: the job belongs to someone else (only its owner or root
+	// may cancel it).
+	ErrDenied = errors.New("runner: not allowed")
+
+	// ErrNoJob: no job has that name or ticket.
+	ErrNoJob = errors.New("runner: no such job")
 )

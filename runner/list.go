@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/perflock/perflock/proto"
 )
@@ -42,5 +43,47 @@ func List(ctx context.Context, socket string) ([]proto.Entry, error) {
 			return nil, fmt.Errorf("%w: %s: %s", ErrDaemon, r.msg.Code, printable(r.msg.Message))
 		}
 		return nil, fmt.Errorf("%w: unexpected %q message", ErrUnavailable, r.msg.Type)
+	}
+}
+
+// Cancel asks the daemon to cancel a job: a waiting request leaves the
+// queue; a running job is stopped (SIGTERM, then SIGKILL). job is a job name
+// as wholock shows it (x-42) or a ticket number. Only the job's owner or root
+// may. Failures wrap ErrDenied, ErrNoJob, ErrUnavailable or ErrDaemon.
+func Cancel(ctx context.Context, socket, job string) error {
+	sock, err := Discover(socket)
+	if err != nil {
+		return err
+	}
+	m := proto.Msg{Type: proto.TCancel, Job: job}
+	if n, err := strconv.ParseUint(job, 10, 64); err == nil {
+		m = proto.Msg{Type: proto.TCancel, Ticket: n}
+	}
+	c, err := dial(ctx, sock, "wholock")
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if err := c.send(m); err != nil {
+		return fmt.Errorf("%w: send cancel: %w", ErrUnavailable, err)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case r := <-c.msgs:
+		if r.err != nil {
+			return fmt.Errorf("%w: read reply: %s", ErrUnavailable, connErr(r.err))
+		}
+		switch {
+		case r.msg.Type == proto.TCancelled:
+			return nil
+		case r.msg.Type == proto.TError && r.msg.Code == proto.CodeDenied:
+			return fmt.Errorf("%w: %s", ErrDenied, printable(r.msg.Message))
+		case r.msg.Type == proto.TError && r.msg.Code == proto.CodeInvalid:
+			return fmt.Errorf("%w: %s", ErrNoJob, printable(r.msg.Message))
+		case r.msg.Type == proto.TError:
+			return fmt.Errorf("%w: %s: %s", ErrDaemon, r.msg.Code, printable(r.msg.Message))
+		}
+		return fmt.Errorf("%w: unexpected %q message", ErrUnavailable, r.msg.Type)
 	}
 }

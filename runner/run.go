@@ -91,7 +91,15 @@ type job struct {
 	line bool // a status line is on screen
 	c    *conn
 	sigs chan os.Signal
+	sock Socket
+	// ticket and token let the request rejoin its place in line if the
+	// daemon restarts while it waits.
+	ticket uint64
+	token  string
 }
+
+// rejoinFor is how long a waiting client tries to reach a restarted daemon.
+var rejoinFor = 30 * time.Second
 
 func (j *job) say(format string, a ...any) {
 	j.clearLine()
@@ -114,11 +122,9 @@ func (j *job) run(ctx context.Context) int {
 		j.say("%v", err)
 		return code
 	}
-	self, err := os.Executable()
-	if err != nil {
-		j.say("cannot find own executable: %v", err)
-		return ExitUnavailable
-	}
+	// The held child is this very binary, by /proc/self/exe: it works even
+	// if the path was replaced (an upgrade) or is not searchable by us.
+	const self = "/proc/self/exe"
 	sock, err := Discover(j.o.Socket)
 	if err != nil {
 		j.say("%v", err)
@@ -129,10 +135,11 @@ func (j *job) run(ctx context.Context) int {
 	notifySignals(j.sigs)
 	defer signal.Stop(j.sigs)
 
+	j.sock = sock
 	if code, ok := j.connect(ctx, sock); !ok {
 		return code
 	}
-	defer j.c.close()
+	defer func() { j.c.close() }() // j.c changes when the request rejoins
 	if code, ok := j.wait(ctx); !ok {
 		return code
 	}
@@ -226,12 +233,21 @@ func (j *job) wait(ctx context.Context) (int, bool) {
 			j.drawStatus(what, st)
 		case r := <-j.c.msgs:
 			if r.err != nil {
-				j.say("lost the connection to perflockd while waiting: %v", connErr(r.err))
-				return ExitUnavailable, false
+				if j.ticket == 0 || !j.rejoin(ctx, req) {
+					j.say("lost the connection to perflockd while waiting: %v", connErr(r.err))
+					return ExitUnavailable, false
+				}
+				continue
 			}
 			m := r.msg
 			switch m.Type {
+			case proto.TCancelled:
+				j.say("%s", printable(m.Message))
+				return j.o.ConflictExit, false
 			case proto.TQueued, proto.TWaiting:
+				if m.Type == proto.TQueued {
+					j.ticket, j.token = m.Ticket, m.Token
+				}
 				first := st.Reported.IsZero()
 				st = WaitState{Position: m.Position, Holders: m.Holders, Reported: time.Now()}
 				if j.o.Quiet {
@@ -370,6 +386,8 @@ func (j *job) runHeld(ctx context.Context, self, path string) int {
 				j.verbose("frozen: an exclusive job runs")
 			case proto.TThawed:
 				j.verbose("thawed")
+			case proto.TCancelled:
+				j.say("%s: stopping the job", printable(r.msg.Message))
 			case proto.TError:
 				j.verbose("perflockd: %s: %s", r.msg.Code, printable(r.msg.Message))
 			}
@@ -422,6 +440,8 @@ func (j *job) awaitPlaced(ctx context.Context, h *heldChild) (int, bool) {
 				j.verbose("frozen: an exclusive job runs")
 			case proto.TThawed:
 				j.verbose("thawed")
+			case proto.TCancelled:
+				j.say("%s: stopping the job", printable(r.msg.Message))
 			default:
 				h.abort()
 				j.say("unexpected %q message from perflockd while placing the job", r.msg.Type)
@@ -548,4 +568,38 @@ func TerminalWidth(f *os.File) int {
 		return 0
 	}
 	return int(ws.Col)
+}
+
+// rejoin reconnects to a restarted daemon (starting a per-user one if need
+// be) and asks for the request's old place in line. It reports whether the
+// request waits again.
+func (j *job) rejoin(ctx context.Context, req proto.Msg) bool {
+	j.c.close()
+	j.verbose("lost perflockd while waiting; rejoining with ticket %d", j.ticket)
+	deadline := time.Now().Add(rejoinFor)
+	req.Ticket, req.Token = j.ticket, j.token
+	// A restarted daemon (systemd's Restart=) takes a moment: try after half
+	// a second, then every quarter.
+	wait := 500 * time.Millisecond
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = 250 * time.Millisecond
+		dctx, cancel := context.WithDeadline(ctx, deadline)
+		c, err := dial(dctx, j.sock, j.o.Program)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if err := c.send(req); err != nil {
+			c.close()
+			continue
+		}
+		j.c = c
+		return true
+	}
+	return false
 }

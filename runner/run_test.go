@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -177,11 +178,20 @@ func TestTwoClientsAutostartOneDaemon(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	for _, pid := range pids {
-		if pid > 0 {
-			defer syscall.Kill(pid, syscall.SIGTERM)
+	// Stop the daemon and wait for it to go: it writes its state beside the
+	// socket as it stops, and the test's directory is removed after.
+	defer func() {
+		for _, pid := range pids {
+			if pid <= 0 || syscall.Kill(pid, syscall.SIGTERM) != nil {
+				continue
+			}
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(b), ") Z ") {
+					break // gone, or a zombie of ours: it has stopped
+				}
+			}
 		}
-	}
+	}()
 	if errs[0] != nil || errs[1] != nil {
 		t.Fatalf("dial: %v, %v", errs[0], errs[1])
 	}

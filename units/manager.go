@@ -51,3 +51,17 @@ func (c *Conn) EnsureSlice(ctx context.Context, slice string) error {
 	}
 	return nil
 }
+
+// ListUnits returns the names of active or activating units matching a glob
+// pattern (e.g. "perflock-*.scope").
+func (c *Conn) ListUnits(ctx context.Context, pattern string) ([]string, error) {
+	us, err := c.c.ListUnitsByPatternsContext(ctx, []string{"active", "activating", "reloading"}, []string{pattern})
+	if err != nil {
+		return nil, fmt.Errorf("units: list %s: %w", pattern, err)
+	}
+	names := make([]string, 0, len(us))
+	for _, u := range us {
+		names = append(names, u.Name)
+	}
+	return names, nil
+}

@@ -67,6 +67,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: building the commands failed:", err)
 		os.Exit(1)
 	}
+	os.Chmod(dir, 0o755) // other users run the commands too
 	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -113,6 +114,7 @@ type env struct {
 	sock   string
 	cgName string // cgroupfs subtree, "" for the none driver
 	daemon *exec.Cmd
+	dargs  []string // perflockd's arguments
 	dlog   *syncBuffer
 
 	mu     sync.Mutex
@@ -175,27 +177,33 @@ func newEnv(t *testing.T, driver, policy string) *env {
 
 func (e *env) startDaemon(driver, policy string) {
 	t := e.t
-	args := []string{"--socket", e.sock, "--driver", driver, "--policy", policy, "--log-level", "debug"}
+	e.dargs = []string{"--socket", e.sock, "--driver", driver, "--policy", policy, "--log-level", "debug"}
 	if driver == "cgroupfs" {
 		e.cgName = fmt.Sprintf("perflock-e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
-		args = append(args, "--cgroup-name", e.cgName)
+		e.dargs = append(e.dargs, "--cgroup-name", e.cgName)
 	}
 	e.dlog = &syncBuffer{}
-	d := exec.Command(filepath.Join(binDir, "perflockd"), args...)
+	e.runDaemon()
+	t.Cleanup(func() {
+		e.daemon.Process.Signal(syscall.SIGTERM)
+		e.daemon.Wait()
+		if t.Failed() {
+			t.Logf("perflockd log:\n%s", e.dlog.String())
+		}
+		e.removeCgroups()
+	})
+}
+
+// runDaemon starts perflockd with e.dargs and waits until it serves.
+func (e *env) runDaemon() {
+	t := e.t
+	d := exec.Command(filepath.Join(binDir, "perflockd"), e.dargs...)
 	d.Stderr = e.dlog
 	d.Stdout = e.dlog
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
 	e.daemon = d
-	t.Cleanup(func() {
-		d.Process.Signal(syscall.SIGTERM)
-		d.Wait()
-		if t.Failed() {
-			t.Logf("perflockd log:\n%s", e.dlog.String())
-		}
-		e.removeCgroups()
-	})
 	e.waitFor("the daemon to serve", func() bool {
 		c, err := net.Dial("unix", e.sock)
 		if err == nil {
@@ -203,6 +211,15 @@ func (e *env) startDaemon(driver, policy string) {
 		}
 		return err == nil
 	})
+}
+
+// restartDaemon kills perflockd with SIGKILL and starts it again, as
+// systemd's Restart= would.
+func (e *env) restartDaemon() {
+	e.daemon.Process.Signal(syscall.SIGKILL)
+	e.daemon.Wait()
+	fmt.Fprintf(e.dlog, "--- perflockd killed with SIGKILL and restarted ---\n")
+	e.runDaemon()
 }
 
 // removeCgroups kills what is left in the daemon's tree and removes it.
@@ -296,12 +313,10 @@ func (e *env) job(prog, name string, flags []string, extra ...string) *proc {
 	return e.start(prog, args, append([]string{envAgent + "=" + filepath.Join(e.dir, "agents"), envName + "=" + name}, extra...)...)
 }
 
-// jobAs is job run as another user, through setpriv(1).
+// jobAs is job run as another user, through setpriv(1). The agent is a copy
+// of this test binary that the other user may run.
 func (e *env) jobAs(user, prog, name string, flags []string, extra ...string) *proc {
-	self, err := os.Executable()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	self := e.sharedAgent()
 	args := []string{"--reuid", user, "--regid", user, "--init-groups", "--", filepath.Join(binDir, prog), "--socket", e.sock}
 	args = append(args, flags...)
 	args = append(args, "--", self, "-test.run=^$", name)
@@ -401,6 +416,29 @@ func (e *env) hasEvent(ev string) bool {
 		}
 	}
 	return false
+}
+
+// sharedAgent returns a world-executable copy of this test binary.
+func (e *env) sharedAgent() string {
+	self, err := os.Executable()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if systemdTier {
+		return self // already world-readable there
+	}
+	dst := filepath.Join(e.dir, "agent")
+	if _, err := os.Stat(dst); err == nil {
+		return dst
+	}
+	b, err := os.ReadFile(self)
+	if err == nil {
+		err = os.WriteFile(dst, b, 0o755)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return dst
 }
 
 // finish tells job name to exit with code.

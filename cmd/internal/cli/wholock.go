@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -12,9 +13,9 @@ import (
 // NewWholock is wholock: list who holds the machine and who waits.
 func NewWholock() *cobra.Command {
 	var asJSON bool
-	var socket string
+	var socket, cancel string
 	cmd := &cobra.Command{
-		Use:   "wholock [--json] [--socket PATH]",
+		Use:   "wholock [--json] [--cancel JOB] [--socket PATH]",
 		Short: "list the jobs that hold or wait for the machine",
 		Long: `wholock lists perflock's queue: one row per job, first those that hold the
 machine (in the order they were granted), then those that wait (in line order).
@@ -22,13 +23,21 @@ machine (in the order they were granted), then those that wait (in line order).
 Columns: STATE (running, frozen, freezing, granted: held but not started yet,
 waiting), MODE (exclusive, shared, group(ID)), USER, PID (of the perfrun or pls
 process), TIME (held or waited so far), WHERE (the job's cgroup or unit, "-" when
-none) and COMMAND (cut to fit the terminal). An empty queue prints "no jobs".`,
+none) and COMMAND (cut to fit the terminal). An empty queue prints "no jobs".
+
+--cancel JOB cancels a job by its name (x-42, as --json's "job" shows) or ticket: a
+waiting request leaves the queue (its perfrun or pls exits 75, saying who cancelled
+it); a running job is stopped with SIGTERM, then SIGKILL 10 s later. Only the
+job's owner or root may.`,
 		Example: `  wholock
-  wholock --json | jq '.[] | select(.state == "waiting") | .user'`,
+  wholock --json | jq '.[] | select(.state == "waiting") | .user'
+  wholock --cancel x-42`,
 		Annotations: map[string]string{"manual": `EXIT STATUS
-  0   listed
+  0   listed (or cancelled)
+  1   --cancel: no such job
   64  bad usage
   69  no perflockd reachable or startable
+  77  --cancel: the job is someone else's
 
 ENVIRONMENT
   PERFLOCK_SOCKET  the daemon's socket, like --socket; otherwise the same discovery
@@ -37,6 +46,18 @@ ENVIRONMENT
 		Args:                  cobra.NoArgs,
 		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cancel != "" {
+				err := runner.Cancel(cmd.Context(), socket, cancel)
+				switch {
+				case errors.Is(err, runner.ErrDenied):
+					return exitError{runner.ExitDenied, err}
+				case errors.Is(err, runner.ErrNoJob):
+					return exitError{runner.ExitNoJob, err}
+				case err != nil:
+					return exitError{runner.ExitUnavailable, err}
+				}
+				return nil
+			}
 			entries, err := runner.List(cmd.Context(), socket)
 			if err != nil {
 				return exitError{runner.ExitUnavailable, err}
@@ -60,5 +81,6 @@ ENVIRONMENT
 	cmd.SetHelpTemplate(helpTemplate)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the entries as a JSON array (field names as in the protocol)")
 	cmd.Flags().StringVar(&socket, "socket", "", "talk to the perflockd at `PATH`")
+	cmd.Flags().StringVar(&cancel, "cancel", "", "cancel `JOB` (a name like x-42, or a ticket): its owner or root only")
 	return cmd
 }
