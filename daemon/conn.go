@@ -27,12 +27,12 @@ type conn struct {
 	outbox      []proto.Msg
 	closeAfter  bool // close once the outbox is written
 	dead        bool
-	notify      chan struct{}
+	writing     bool // a writer goroutine runs; started on demand
 	stopOnClose func() bool
 }
 
 func newConn(s *server, nc *net.UnixConn, cred *unix.Ucred) *conn {
-	c := &conn{s: s, nc: nc, cred: cred, notify: make(chan struct{}, 1)}
+	c := &conn{s: s, nc: nc, cred: cred}
 	c.stopOnClose = context.AfterFunc(s.ctx, func() { nc.Close() })
 	return c
 }
@@ -66,10 +66,26 @@ func (c *conn) finish(m proto.Msg) {
 	c.mu.Unlock()
 }
 
+// finishAll queues msgs, however many (a listing, bounded by the queue's
+// size), as the last messages; the connection closes once they are written.
+func (c *conn) finishAll(msgs []proto.Msg) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.closeAfter {
+		return
+	}
+	c.outbox = append(c.outbox, msgs...)
+	c.closeAfter = true
+	c.signal()
+}
+
+// signal starts the writer unless it runs; c.mu is held. A writer runs
+// only while there is something to write: most waiters hear little, and
+// 10,000 of them should not keep 10,000 idle goroutines.
 func (c *conn) signal() {
-	select {
-	case c.notify <- struct{}{}:
-	default:
+	if !c.writing && !c.dead {
+		c.writing = true
+		c.s.goFn(c.write)
 	}
 }
 
@@ -77,22 +93,19 @@ func (c *conn) fail(code, format string, a ...any) {
 	c.finish(proto.Msg{Type: proto.TError, Code: code, Message: fmt.Sprintf(format, a...)})
 }
 
-// write sends queued messages in order until the connection dies.
+// write sends queued messages in order, and returns once the outbox is
+// empty or the connection dead.
 func (c *conn) write() {
 	for {
-		select {
-		case <-c.notify:
-		case <-c.s.ctx.Done():
-			return
-		}
 		c.mu.Lock()
 		msgs, closeAfter := c.outbox, c.closeAfter
 		c.outbox = nil
-		dead := c.dead
-		c.mu.Unlock()
-		if dead {
+		if c.dead || (len(msgs) == 0 && !closeAfter) {
+			c.writing = false
+			c.mu.Unlock()
 			return
 		}
+		c.mu.Unlock()
 		for _, m := range msgs {
 			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 			if err := proto.Write(c.nc, m); err != nil {
@@ -160,7 +173,7 @@ func (c *conn) read() {
 		c.drain()
 		return
 	case proto.TList:
-		c.s.post(func() { c.finish(c.s.list()) })
+		c.s.post(func() { c.finishAll(c.s.list()) })
 		c.drain()
 		return
 	case proto.TAcquire:

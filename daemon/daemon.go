@@ -36,14 +36,17 @@ var (
 
 // Defaults.
 const (
-	DefaultCgroupName  = "perflock"
-	DefaultMaxWaiting  = 128 // waiting requests per user
-	writeTimeout       = 10 * time.Second
-	stopGrace          = 10 * time.Second // SIGTERM to SIGKILL when stopping a job
-	statusInterval     = time.Second
-	maxOutbox          = 64 // messages queued to one client before it is dropped
-	maxListedHolders   = 3
-	maxCommandInStatus = 120
+	DefaultCgroupName = "perflock"
+	DefaultMaxWaiting = 128 // waiting requests per user
+	// DefaultMaxConns and DefaultMaxConnsPerUser cap client connections.
+	DefaultMaxConns        = 4096
+	DefaultMaxConnsPerUser = 1024
+	writeTimeout           = 10 * time.Second
+	stopGrace              = 10 * time.Second // SIGTERM to SIGKILL when stopping a job
+	statusInterval         = time.Second
+	maxOutbox              = 64 // messages queued to one client before it is dropped
+	maxListedHolders       = 3
+	maxCommandInStatus     = 120
 )
 
 // handshakeTimeout bounds how long a client may take to send its hello and
@@ -107,10 +110,10 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.MaxWaiting = DefaultMaxWaiting
 	}
 	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = 4096
+		cfg.MaxConns = DefaultMaxConns
 	}
 	if cfg.MaxConnsPerUser <= 0 {
-		cfg.MaxConnsPerUser = 1024
+		cfg.MaxConnsPerUser = DefaultMaxConnsPerUser
 	}
 	if cfg.SocketMode == 0 {
 		cfg.SocketMode = 0o666

@@ -136,9 +136,16 @@ func list(t *testing.T, sock string) []proto.Entry {
 	c := dial(t, sock)
 	c.hello()
 	c.send(proto.Msg{Type: proto.TList})
-	m := c.expect(proto.TList)
+	var es []proto.Entry
+	for {
+		m := c.expect(proto.TList)
+		es = append(es, m.Entries...)
+		if !m.More {
+			break
+		}
+	}
 	c.nc.Close()
-	return m.Entries
+	return es
 }
 
 // states renders a listing as "ticket:state ..." for comparison.
@@ -615,4 +622,36 @@ func copyState(t *testing.T, dir string) string {
 		}
 	}
 	return dst
+}
+
+// A long queue is listed in several messages, each within the protocol's
+// bound, and whole.
+func TestLongQueueIsListedWhole(t *testing.T) {
+	sock := startDaemon(t, Config{MaxWaiting: 1000})
+	long := strings.Repeat("x", proto.MaxArgBytes)
+	cmd := []string{long, long, long, long}
+	acquire(t, sock, proto.Msg{Mode: "exclusive", Command: cmd}).expect(proto.TGranted)
+	for range 300 {
+		acquire(t, sock, proto.Msg{Mode: "exclusive", Command: cmd}).expect(proto.TQueued)
+	}
+	c := dial(t, sock)
+	c.hello()
+	c.send(proto.Msg{Type: proto.TList})
+	var n, msgs int
+	for {
+		m := c.expect(proto.TList)
+		msgs++
+		n += len(m.Entries)
+		for _, e := range m.Entries {
+			if len(strings.Join(e.Command, " ")) > listCommand {
+				t.Fatalf("entry %d lists %d bytes of command", e.Ticket, len(strings.Join(e.Command, " ")))
+			}
+		}
+		if !m.More {
+			break
+		}
+	}
+	if n != 301 || msgs < 2 {
+		t.Fatalf("listed %d entries in %d messages, want 301 in several", n, msgs)
+	}
 }

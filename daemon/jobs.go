@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -488,10 +489,20 @@ func (s *server) broadcast() {
 	}
 }
 
-// list is the queue as wholock shows it.
-func (s *server) list() proto.Msg {
+// listChunk bounds the entries of one list message, in encoded bytes, and
+// listCommand the bytes of one entry's command.
+const (
+	listChunk   = proto.MaxMessage / 2
+	listCommand = 4096
+)
+
+// list is the queue as wholock shows it, in as many list messages as it
+// takes (each within proto.MaxMessage).
+func (s *server) list() []proto.Msg {
 	now := time.Now()
+	var msgs []proto.Msg
 	m := proto.Msg{Type: proto.TList, Entries: []proto.Entry{}}
+	size := 0
 	for _, e := range s.q.View() {
 		j, ok := e.Owner.(*job)
 		if !ok {
@@ -500,7 +511,7 @@ func (s *server) list() proto.Msg {
 		ent := proto.Entry{
 			Ticket: uint64(j.ticket), Job: j.name, Mode: j.mode.String(), Resources: j.resources,
 			User: j.user, UID: j.uid, PID: j.clientPID, ChildPID: j.childPID, Position: e.Position,
-			SinceMS: j.since.UnixMilli(), ForMS: now.Sub(j.since).Milliseconds(), Command: j.command,
+			SinceMS: j.since.UnixMilli(), ForMS: now.Sub(j.since).Milliseconds(), Command: capWords(j.command, listCommand),
 		}
 		if j.place != nil {
 			ent.Where = j.place.Where()
@@ -517,9 +528,33 @@ func (s *server) list() proto.Msg {
 		default:
 			ent.State = "granted"
 		}
+		b, _ := json.Marshal(ent)
+		if size+len(b) > listChunk && len(m.Entries) > 0 {
+			m.More = true
+			msgs = append(msgs, m)
+			m = proto.Msg{Type: proto.TList, Entries: []proto.Entry{}}
+			size = 0
+		}
+		size += len(b) + 1
 		m.Entries = append(m.Entries, ent)
 	}
-	return m
+	return append(msgs, m)
+}
+
+// capWords keeps the first words of argv that fit in max bytes.
+func capWords(argv []string, max int) []string {
+	n := 0
+	for i, w := range argv {
+		n += len(w) + 1
+		if n > max {
+			out := append([]string(nil), argv[:i]...)
+			if room := max - (n - len(w) - 1); room > 3 {
+				out = append(out, w[:room-3]+"...")
+			}
+			return out
+		}
+	}
+	return argv
 }
 
 // notifyStatus tells the service manager (systemd's STATUS=, shown by

@@ -100,8 +100,10 @@ type Msg struct {
 	// done
 	Status int `json:"status,omitempty"`
 
-	// list
+	// list: a listing comes in as many list messages as it needs, each
+	// within MaxMessage; all but the last have More set.
 	Entries []Entry `json:"entries,omitempty"`
+	More    bool    `json:"more,omitempty"`
 
 	// error
 	Code    string `json:"code,omitempty"`
@@ -149,7 +151,9 @@ type Reader struct {
 
 // NewReader returns a Reader on r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 4096)}
+	// Small: a daemon keeps one per client, and most messages are short;
+	// longer ones are read in pieces.
+	return &Reader{br: bufio.NewReaderSize(r, 512)}
 }
 
 // Read returns the next message. It fails with ErrTooLong when a line

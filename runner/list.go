@@ -26,23 +26,27 @@ func List(ctx context.Context, socket string) ([]proto.Entry, error) {
 	if err := c.send(proto.Msg{Type: proto.TList}); err != nil {
 		return nil, fmt.Errorf("%w: send list: %w", ErrUnavailable, err)
 	}
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case r := <-c.msgs:
-		if r.err != nil {
-			return nil, fmt.Errorf("%w: read list: %s", ErrUnavailable, connErr(r.err))
-		}
-		switch r.msg.Type {
-		case proto.TList:
-			if r.msg.Entries == nil {
-				return []proto.Entry{}, nil
+	entries := []proto.Entry{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case r := <-c.msgs:
+			if r.err != nil {
+				return nil, fmt.Errorf("%w: read list: %s", ErrUnavailable, connErr(r.err))
 			}
-			return r.msg.Entries, nil
-		case proto.TError:
-			return nil, fmt.Errorf("%w: %s: %s", ErrDaemon, r.msg.Code, printable(r.msg.Message))
+			switch r.msg.Type {
+			case proto.TList:
+				entries = append(entries, r.msg.Entries...)
+				if !r.msg.More {
+					return entries, nil
+				}
+				continue
+			case proto.TError:
+				return nil, fmt.Errorf("%w: %s: %s", ErrDaemon, r.msg.Code, printable(r.msg.Message))
+			}
+			return nil, fmt.Errorf("%w: unexpected %q message", ErrUnavailable, r.msg.Type)
 		}
-		return nil, fmt.Errorf("%w: unexpected %q message", ErrUnavailable, r.msg.Type)
 	}
 }
 

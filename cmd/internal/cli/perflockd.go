@@ -26,7 +26,7 @@ func NewPerflockd() *cobra.Command {
 	var (
 		socket, driver, policy, cgroupName, logLevel, logFormat string
 		idleExit                                                time.Duration
-		maxWaiting                                              int
+		maxWaiting, maxConns, maxConnsPerUser                   int
 		sharedQuota                                             float64
 		sharedCPUs                                              string
 		sharedMemHigh                                           uint64
@@ -86,6 +86,7 @@ EXIT STATUS
 			cfg := daemon.Config{
 				Policy: pol, Driver: driver, CgroupName: cgroupName,
 				IdleExit: idleExit, MaxWaiting: maxWaiting, Logger: log,
+				MaxConns: maxConns, MaxConnsPerUser: maxConnsPerUser,
 				Throttle: daemon.Throttle{CPUQuota: sharedQuota / 100, CPUs: sharedCPUs, MemoryHigh: sharedMemHigh},
 			}
 			if cfg.Listener, err = activatedListener(); err != nil {
@@ -125,6 +126,8 @@ EXIT STATUS
 	f.StringVar(&sharedCPUs, "shared-cpus", "", "systemd: run pls jobs only on these `CPUS` (AllowedCPUs=, e.g. 0-3)")
 	f.Uint64Var(&sharedMemHigh, "shared-memory-high", 0, "systemd: MemoryHigh= of each pls job in `BYTES` (0: none)")
 	f.IntVar(&maxWaiting, "max-waiting", daemon.DefaultMaxWaiting, "waiting requests allowed per user")
+	f.IntVar(&maxConns, "max-conns", daemon.DefaultMaxConns, "open client connections allowed in all (raise the fd limit to match)")
+	f.IntVar(&maxConnsPerUser, "max-conns-per-user", daemon.DefaultMaxConnsPerUser, "open client connections allowed per user")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
