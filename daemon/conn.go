@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -51,6 +52,7 @@ func (c *conn) send(m proto.Msg) {
 		c.outbox = append(c.outbox, m)
 	}
 	if len(c.outbox) > maxOutbox {
+		c.s.log.Warn("dropping a client that does not read", "pid", c.cred.Pid, "uid", c.cred.Uid, "queued", len(c.outbox))
 		c.dead = true
 		c.nc.Close()
 	}
@@ -109,6 +111,8 @@ func (c *conn) write() {
 		for _, m := range msgs {
 			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 			if err := proto.Write(c.nc, m); err != nil {
+				// Usually a client that left (broken pipe): nothing to warn of.
+				c.s.log.Debug("writing to a client failed; dropping it", "pid", c.cred.Pid, "uid", c.cred.Uid, "type", m.Type, "err", err)
 				c.kill()
 				return
 			}
@@ -206,9 +210,14 @@ func (c *conn) read() {
 // readFailed answers a broken message with an error; a closed or timed-out
 // connection just ends.
 func (c *conn) readFailed(err error) {
-	if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrTooLong) {
+	switch {
+	case errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrTooLong):
 		c.s.log.Warn("bad message", "pid", c.cred.Pid, "uid", c.cred.Uid, "err", err)
 		c.fail(proto.CodeInvalid, "%v", err)
+		c.drain()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.s.log.Warn("client sent no request in time", "pid", c.cred.Pid, "uid", c.cred.Uid, "timeout", handshakeTimeout.String())
+		c.fail(proto.CodeInvalid, "no hello or request within %v", handshakeTimeout)
 		c.drain()
 	}
 }

@@ -51,7 +51,7 @@ const (
 
 // handshakeTimeout bounds how long a client may take to send its hello and
 // its request; tests shorten it.
-var handshakeTimeout = 5 * time.Second
+var handshakeTimeout = 10 * time.Second
 
 // After a restart, new requests wait rejoinGrace for earlier waiters to
 // rejoin; rejoining is possible for rejoinWindow.
@@ -376,8 +376,8 @@ func (s *server) accept(ln *net.UnixListener) {
 	}
 }
 
-// register admits a connection within the limits and starts its reader
-// and writer; over a limit it answers "limit" and closes.
+// register admits a connection within the limits and starts its reader;
+// over a limit it answers "limit" and closes.
 func (s *server) register(c *conn) {
 	uid := c.cred.Uid
 	if len(s.conns) >= s.cfg.MaxConns || s.connsBy[uid] >= s.cfg.MaxConnsPerUser {
@@ -391,8 +391,7 @@ func (s *server) register(c *conn) {
 	}
 	s.conns[c] = struct{}{}
 	s.connsBy[uid]++
-	s.goFn(c.read)
-	s.goFn(c.write)
+	s.goFn(c.read) // the writer starts when there is something to write
 }
 
 func peerCred(nc *net.UnixConn) (*unix.Ucred, error) {

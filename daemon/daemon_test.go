@@ -268,8 +268,8 @@ func TestBrokenClientsDoNotDisturbTheQueue(t *testing.T) {
 		{"place before grant", []byte(`{"type":"place","pid":1}` + "\n"), true, proto.CodeInvalid},
 		{"oversized", append([]byte(`{"type":"hello","version":1,"client":"`), strings.Repeat("a", proto.MaxMessage)...), false, proto.CodeInvalid},
 		{"truncated then closed", []byte(`{"type":"hel`), false, ""},
-		{"silent", nil, false, ""},
-		{"silent after hello", nil, true, ""},
+		{"silent", nil, false, proto.CodeInvalid},
+		{"silent after hello", nil, true, proto.CodeInvalid},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -474,8 +474,8 @@ func TestTricklingClientIsCutOffAndOthersServed(t *testing.T) {
 	}()
 	acquire(t, sock, proto.Msg{Mode: "exclusive"}).expect(proto.TGranted)
 	slow.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := slow.r.Read(); err == nil {
-		t.Fatal("the trickling client got an answer")
+	if m, err := slow.r.Read(); err == nil && (m.Type != proto.TError || !strings.Contains(m.Message, "no hello or request within")) {
+		t.Fatalf("the trickling client got %+v, want an error saying it was too slow", m)
 	}
 	<-done
 }

@@ -123,6 +123,7 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 		t, acts, err = s.q.Enqueue(r)
 	}
 	if errors.Is(err, lockq.ErrWouldBlock) {
+		s.log.Debug("busy", "user", j.user, "pid", j.clientPID, "command", oneLine(j.command, 80))
 		c.finish(proto.Msg{Type: proto.TBusy, Holders: holdersFor(j, s.q.Holders())})
 		return
 	}

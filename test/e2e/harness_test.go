@@ -92,9 +92,26 @@ func agentMain() {
 			}
 		}()
 	}
+	var beats *os.File
+	if f := os.Getenv(envBeat); f != "" {
+		var err error
+		if beats, err = os.OpenFile(f, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+			os.Exit(97)
+		}
+		fmt.Fprintf(beats, "start %d\n", monoNow())
+		go func() {
+			for {
+				fmt.Fprintf(beats, "beat %d\n", monoNow())
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
 	fmt.Fprintf(c, "start %s %d\n", name, os.Getpid())
 	if d, err := time.ParseDuration(os.Getenv(envHold)); err == nil {
 		time.Sleep(d)
+		if beats != nil {
+			fmt.Fprintf(beats, "end %d\n", monoNow())
+		}
 		fmt.Fprintf(c, "end %s\n", name)
 		os.Exit(0)
 	}
