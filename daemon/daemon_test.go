@@ -655,3 +655,46 @@ func TestLongQueueIsListedWhole(t *testing.T) {
 		t.Fatalf("listed %d entries in %d messages, want 301 in several", n, msgs)
 	}
 }
+
+// orderDriver is a none driver that reports adopted jobs in the order given
+// and records freeze calls: how the daemon adopts must not depend on the
+// order a driver lists jobs in.
+type orderDriver struct {
+	noneDriver
+	found  []Adopted
+	frozen []bool
+}
+
+func (d *orderDriver) CanFreeze() bool { return true }
+func (d *orderDriver) SetSharedFrozen(_ context.Context, f bool) error {
+	d.frozen = append(d.frozen, f)
+	return nil
+}
+func (d *orderDriver) Adopt(context.Context) ([]Adopted, bool, error) { return d.found, true, nil }
+
+func TestAdoptionKeepsSharedJobsFrozenWhateverTheOrder(t *testing.T) {
+	for _, order := range [][]Adopted{
+		{{Ticket: 3, Shared: true, Placement: nonePlacement{}}, {Ticket: 4, Placement: nonePlacement{}}},
+		{{Ticket: 4, Placement: nonePlacement{}}, {Ticket: 3, Shared: true, Placement: nonePlacement{}}},
+	} {
+		d := &orderDriver{found: order}
+		s := newServer(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxWaiting: 1}, d, lockq.Freeze)
+		var stop context.CancelFunc
+		s.ctx, stop = context.WithCancel(context.Background())
+		if err := s.adopt(s.ctx); err != nil {
+			t.Fatal(err)
+		}
+		var states []string
+		for _, e := range s.list()[0].Entries {
+			states = append(states, e.Job+":"+e.State)
+		}
+		if got := strings.Join(states, " "); got != "s-3:frozen x-4:running" {
+			t.Errorf("adopting %v: %s, want s-3:frozen x-4:running", order, got)
+		}
+		if len(d.frozen) != 1 || !d.frozen[0] || s.wantFrozen != true {
+			t.Errorf("adopting %v: freeze calls %v, want [true] and nothing after", order, d.frozen)
+		}
+		stop()
+		s.wg.Wait()
+	}
+}

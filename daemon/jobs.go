@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -626,6 +627,14 @@ func (s *server) adopt(ctx context.Context) error {
 			return fmt.Errorf("daemon: adopting running jobs: %w", err)
 		}
 	}
+	// Exclusive jobs first: a suspended shared holder adopted while no
+	// exclusive one holds would be resumed at once.
+	slices.SortFunc(found, func(a, b Adopted) int {
+		if a.Shared != b.Shared {
+			return boolCmp(a.Shared, b.Shared)
+		}
+		return cmp.Compare(a.Ticket, b.Ticket)
+	})
 	exclusive := false
 	for _, a := range found {
 		exclusive = exclusive || !a.Shared
@@ -637,6 +646,9 @@ func (s *server) adopt(ctx context.Context) error {
 		}
 		s.isFrozen = freeze
 	}
+	// The queue's actions are carried out once all are adopted: midway, the
+	// frozen set is incomplete and would thaw the shared jobs for a moment.
+	var acts []lockq.Action
 	for _, a := range found {
 		t := lockq.Ticket(a.Ticket)
 		mode := lockq.ExclusiveMode()
@@ -653,7 +665,7 @@ func (s *server) adopt(ctx context.Context) error {
 		}
 		suspended := a.Shared && freeze
 		r := lockq.Request{Mode: mode, Resources: j.resources, Preemptible: a.Shared, Owner: j}
-		acts, err := s.q.Adopt(t, r, suspended)
+		more, err := s.q.Adopt(t, r, suspended)
 		if err != nil {
 			s.log.Error("adopting job", "job", j.name, "err", err)
 			continue
@@ -665,9 +677,9 @@ func (s *server) adopt(ctx context.Context) error {
 		}
 		s.log.Info("adopted running job", "job", j.name, "user", j.user, "where", a.Placement.Where(), "frozen", suspended)
 		s.watch(j, a.Placement)
-		s.apply(acts)
+		acts = append(acts, more...)
 	}
-	s.wantFrozen = len(s.frozenSet) > 0
+	s.apply(acts)
 	return nil
 }
 
@@ -723,4 +735,15 @@ func (s *server) cancel(c *conn, m proto.Msg) {
 		j.conn.finish(notice) // granted, nothing placed: closing ends the lease
 	}
 	c.finish(proto.Msg{Type: proto.TCancelled, Job: j.name})
+}
+
+// boolCmp orders false before true.
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
 }

@@ -255,3 +255,42 @@ func TestSystemdMaxRuntimeStopsTheJob(t *testing.T) {
 	}
 	e.waitQueue("")
 }
+
+// perflockd.service killed with SIGKILL while an exclusive job runs, a pls
+// job is frozen and a request waits: systemd restarts it (Restart=), the new
+// daemon re-adopts the scopes, the shared slice stays frozen, the waiter
+// rejoins, and all goes on in order.
+func TestSystemdRestartedDaemonReadoptsScopes(t *testing.T) {
+	e := newSystemEnv(t)
+	counter := filepath.Join(e.dir, "count")
+	p := e.jobAs(otherUser, "pls", "P", nil, envCount+"="+counter)
+	e.started("P")
+	x := e.job("perfrun", "X", nil)
+	e.started("X")
+	a := e.job("perfrun", "A", []string{"-v"})
+	e.waitQueue("P:frozen X:running A:waiting")
+	before := show(t, "perflockd.service", "MainPID")
+	systemctl(t, "kill", "--signal=SIGKILL", "perflockd.service")
+	e.waitFor("systemd to restart perflockd", func() bool {
+		pid := show(t, "perflockd.service", "MainPID")
+		return pid != before && pid != "0" && systemctl(t, "is-active", "perflockd.service") == "active"
+	})
+	e.waitQueue("P:frozen X:running A:waiting")
+	if fs := show(t, "perflock-shared.slice", "FreezerState"); fs != "frozen" {
+		t.Fatalf("perflock-shared.slice FreezerState=%s after the restart", fs)
+	}
+	e.finish("X", 0)
+	e.exit(x)
+	e.started("A")
+	e.finish("A", 0)
+	if code := e.exit(a); code != 0 {
+		t.Fatalf("perfrun A: exit %d: %s", code, a.stderr)
+	}
+	e.waitQueue("P:running")
+	if fs := show(t, "perflock-shared.slice", "FreezerState"); fs != "running" {
+		t.Errorf("perflock-shared.slice FreezerState=%s after the exclusive jobs", fs)
+	}
+	e.finish("P", 0)
+	e.exit(p)
+	e.waitQueue("")
+}
