@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
@@ -124,6 +125,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if cfg.Socket == "" {
 			return fmt.Errorf("%w: no socket path", ErrConfig)
 		}
+		if err := checkSocketDir(filepath.Dir(cfg.Socket)); err != nil {
+			return err
+		}
 		unlock, err := lockInstance(cfg.Socket + ".lock")
 		if err != nil {
 			return err
@@ -197,7 +201,7 @@ func lockInstance(path string) (func(), error) {
 }
 
 // listen replaces a stale socket file (its daemon is gone: we hold the lock)
-// and listens on path.
+// and listens on path, in a directory checkSocketDir has approved.
 func listen(path string, mode os.FileMode) (*net.UnixListener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != os.ModeSocket {
@@ -221,6 +225,27 @@ func listen(path string, mode os.FileMode) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("daemon: chmod %s: %w", filepath.Base(path), err)
 	}
 	return ln, nil
+}
+
+// checkSocketDir refuses a socket directory that is a symlink, belongs to
+// another user (root's is fine), or that group or others may write to
+// without the sticky bit: someone else could replace the socket.
+func checkSocketDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("%w: socket directory: %w", ErrConfig, err)
+	}
+	if fi.Mode()&os.ModeSymlink != 0 || !fi.IsDir() {
+		return fmt.Errorf("%w: socket directory %s is a symlink or not a directory", ErrConfig, dir)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: socket directory %s belongs to uid %d, not to root or this user", ErrConfig, dir, st.Uid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		return fmt.Errorf("%w: socket directory %s is writable by group or others (mode %v)", ErrConfig, dir, fi.Mode().Perm())
+	}
+	return nil
 }
 
 // server is the daemon's state; loop-owned fields are touched only by the

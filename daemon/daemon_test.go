@@ -698,3 +698,35 @@ func TestAdoptionKeepsSharedJobsFrozenWhateverTheOrder(t *testing.T) {
 		s.wg.Wait()
 	}
 }
+
+// The daemon never listens in a directory someone else could tamper with.
+func TestSocketDirectoryMustBeSafe(t *testing.T) {
+	base := t.TempDir()
+	link := filepath.Join(base, "link")
+	os.Mkdir(filepath.Join(base, "real"), 0o755)
+	os.Symlink(filepath.Join(base, "real"), link)
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	sticky := filepath.Join(base, "sticky")
+	os.Mkdir(sticky, 0o777)
+	os.Chmod(sticky, 0o777|os.ModeSticky)
+	for dir, ok := range map[string]bool{link: false, open: false, filepath.Join(base, "real"): true, sticky: true} {
+		err := checkSocketDir(dir)
+		if (err == nil) != ok {
+			t.Errorf("checkSocketDir(%s) = %v, want ok=%v", dir, err, ok)
+		}
+	}
+	if os.Geteuid() == 0 {
+		other := filepath.Join(base, "other")
+		os.Mkdir(other, 0o755)
+		os.Chown(other, 65534, 65534)
+		if err := checkSocketDir(other); !errors.Is(err, ErrConfig) {
+			t.Errorf("a directory of uid 65534: %v", err)
+		}
+	}
+	err := Run(context.Background(), Config{Socket: filepath.Join(open, "s"), Driver: "none", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("Run in a world-writable directory: %v", err)
+	}
+}
