@@ -91,6 +91,14 @@ type Config struct {
 	// RunDir holds the state that outlives a daemon process (ticket mark,
 	// rejoin key); default: the socket's directory.
 	RunDir string
+	// StateDir holds what must outlive reboots as well: the history of
+	// keyed jobs (history.json); default: RunDir. The system daemon uses
+	// /var/lib/perflock.
+	StateDir string
+	// MaxExclusiveRuntime, when positive, caps how long an exclusive or
+	// group job may run: its max runtime becomes the smaller of its own and
+	// this.
+	MaxExclusiveRuntime time.Duration
 	// Logger receives structured logs (default: slog.Default()).
 	Logger *slog.Logger
 	// OnReady, if set, is called once the daemon accepts connections.
@@ -158,9 +166,18 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = cfg.RunDir
+	}
+	hist, err := loadHistory(cfg.StateDir)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	s := newServer(cfg, drv, policy)
 	s.ctx, s.stop = context.WithCancel(ctx)
 	s.state = st
+	s.history = hist
 	s.q.Reserve(st.started)
 	// Before anything is granted: re-adopt what an earlier daemon left
 	// running, and keep frozen what must stay frozen.
@@ -276,6 +293,7 @@ type server struct {
 	idleSince  time.Time
 	lastStatus string // the last STATUS= sent to the service manager
 	state      *runState
+	history    *history
 	graceUntil time.Time // until then, new requests are parked for rejoiners
 	parked     []func()
 	connsBy    map[uint32]int // open connections per uid

@@ -44,6 +44,7 @@ type job struct {
 	shared     bool
 	command    []string
 	maxRuntime time.Duration
+	key        string // --key, "" if none
 	state      jobState
 	since      time.Time // when it started waiting, then holding
 	place      Placement
@@ -102,13 +103,25 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 	j := &job{
 		conn: c, uid: uid, user: s.userName(uid), clientPID: int(c.cred.Pid),
 		mode: mode, resources: m.Resources, shared: mode.Kind == lockq.Shared,
-		command: m.Command, since: time.Now(),
+		command: m.Command, since: time.Now(), key: m.Key,
 		maxRuntime: time.Duration(m.MaxRuntimeMS) * time.Millisecond,
 	}
 	if len(j.resources) == 0 {
 		j.resources = []string{lockq.Machine}
 	}
-	r := lockq.Request{Mode: mode, Resources: j.resources, Preemptible: m.Preemptible, Owner: j}
+	if limit := s.cfg.MaxExclusiveRuntime; limit > 0 && !j.shared && (j.maxRuntime == 0 || j.maxRuntime > limit) {
+		j.maxRuntime = limit
+	}
+	if !rejoin && s.skip(c, j, time.Duration(m.IfElapsedMS)*time.Millisecond) {
+		return
+	}
+	if !rejoin && j.key != "" {
+		s.supersede(c, j, m.Replace, time.Duration(m.ExpireAfterMS)*time.Millisecond)
+	}
+	// Only the machine drives freezing: a shared holder of a named lock
+	// must not be frozen, for freezing does not exclude anyone from a file.
+	preemptible := m.Preemptible && machineOnly(j.resources)
+	r := lockq.Request{Mode: mode, Resources: j.resources, Preemptible: preemptible, Owner: j}
 	if m.TimeoutMS > 0 {
 		r.Deadline = j.since.Add(time.Duration(m.TimeoutMS) * time.Millisecond)
 	}
@@ -154,6 +167,57 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 		}
 		c.send(proto.Msg{Type: proto.TQueued, Ticket: uint64(t), Token: s.state.token(t, uid), Position: waiting, Holders: hs})
 		s.log.Info("waiting", "job", j.name, "user", j.user, "pid", j.clientPID, "mode", mode.String(), "position", waiting)
+	}
+}
+
+// machineOnly: the resources are exactly the machine.
+func machineOnly(res []string) bool {
+	return len(res) == 1 && res[0] == lockq.Machine
+}
+
+// skip answers "skipped" and reports true when j's key last completed
+// successfully less than ifElapsed ago (--if-elapsed).
+func (s *server) skip(c *conn, j *job, ifElapsed time.Duration) bool {
+	if j.key == "" || ifElapsed <= 0 || s.history == nil {
+		return false
+	}
+	last, ok := s.history.lastSuccess(j.uid, j.key)
+	if !ok {
+		return false
+	}
+	ago := time.Since(last)
+	if ago >= ifElapsed {
+		return false
+	}
+	s.log.Info("skipped", "key", j.key, "user", j.user, "last_success", last.Format(time.RFC3339))
+	c.finish(proto.Msg{Type: proto.TSkipped, Message: fmt.Sprintf("%s last completed successfully %s ago (--if-elapsed %s)",
+		j.key, agoString(ago), durString(ifElapsed))})
+	return true
+}
+
+// supersede makes way for j among the jobs of the same key and owner: with
+// replace, every older one is cancelled or stopped (the newest instance
+// wins); with expireAfter, those that have held longer are stopped.
+func (s *server) supersede(c *conn, j *job, replace bool, expireAfter time.Duration) {
+	if !replace && expireAfter <= 0 {
+		return
+	}
+	var olds []*job
+	for _, o := range s.jobs {
+		if o.key == j.key && o.uid == j.uid {
+			olds = append(olds, o)
+		}
+	}
+	slices.SortFunc(olds, func(a, b *job) int { return cmp.Compare(a.ticket, b.ticket) })
+	for _, o := range olds {
+		switch {
+		case replace:
+			s.log.Info("replacing older job of the same key", "job", o.name, "key", j.key)
+			s.cancelJob(o, fmt.Sprintf("replaced by a newer job with key %s (--replace)", j.key))
+		case o.holding() && time.Since(o.since) > expireAfter:
+			s.log.Info("expiring job of the same key", "job", o.name, "key", j.key, "held", time.Since(o.since).Round(time.Millisecond).String())
+			s.cancelJob(o, fmt.Sprintf("expired: held longer than %s (--expire-after of a newer job with key %s)", durString(expireAfter), j.key))
+		}
 	}
 }
 
@@ -291,6 +355,12 @@ func (s *server) place(c *conn, pid int) {
 		return
 	}
 	j.state = statePlacing
+	if !slices.Contains(j.resources, lockq.Machine) {
+		// Named locks only: no cgroup or scope, no freezing. The lease is
+		// the connection and the descriptor the job inherits.
+		s.placed(j, pid, nonePlacement{pid: pid}, nil)
+		return
+	}
 	spec := JobSpec{Ticket: uint64(j.ticket), Name: j.name, Shared: j.shared, User: j.user, Command: j.command, MaxRuntime: j.maxRuntime}
 	s.goFn(func() {
 		p, err := s.drv.Place(s.ctx, spec, pid)
@@ -351,6 +421,11 @@ func (s *server) watch(j *job, p Placement) {
 func (s *server) done(c *conn, status int) {
 	if j := c.job; j != nil && j.holding() {
 		s.log.Info("job ended", "job", j.name, "status", status)
+		if status == 0 && j.key != "" && s.history != nil {
+			if err := s.history.record(j.uid, j.key, time.Now()); err != nil {
+				s.log.Error("recording the job's completion", "job", j.name, "key", j.key, "err", err)
+			}
+		}
 	}
 }
 
@@ -708,13 +783,20 @@ func (s *server) cancel(c *conn, m proto.Msg) {
 	}
 	by := s.userName(c.cred.Uid)
 	s.log.Info("cancel", "job", j.name, "by", by)
-	notice := proto.Msg{Type: proto.TCancelled, Job: j.name, Message: "cancelled by " + by}
+	s.cancelJob(j, "cancelled by "+by)
+	c.finish(proto.Msg{Type: proto.TCancelled, Job: j.name})
+}
+
+// cancelJob takes a waiting job out of line or stops a running one
+// (SIGTERM, then SIGKILL), telling its client why.
+func (s *server) cancelJob(j *job, why string) {
+	notice := proto.Msg{Type: proto.TCancelled, Job: j.name, Message: why}
 	switch {
 	case !j.holding():
-		acts, err := s.q.Cancel(t)
+		acts, err := s.q.Cancel(j.ticket)
 		if err == nil {
 			s.waitingBy[j.uid]--
-			delete(s.jobs, t)
+			delete(s.jobs, j.ticket)
 			if j.conn != nil {
 				j.conn.finish(notice)
 				j.conn.job = nil
@@ -734,7 +816,6 @@ func (s *server) cancel(c *conn, m proto.Msg) {
 	case j.conn != nil:
 		j.conn.finish(notice) // granted, nothing placed: closing ends the lease
 	}
-	c.finish(proto.Msg{Type: proto.TCancelled, Job: j.name})
 }
 
 // boolCmp orders false before true.

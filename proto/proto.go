@@ -29,7 +29,7 @@ const (
 
 // Message types. Client to daemon: Hello, Acquire, Place, Done, List,
 // Cancel. Daemon to client: Hello, Queued, Waiting, Granted, Placed, Busy,
-// Expired, Frozen, Thawed, List, Cancelled, Error.
+// Expired, Skipped, Frozen, Thawed, List, Cancelled, Error.
 const (
 	THello   = "hello"
 	TAcquire = "acquire"
@@ -44,6 +44,9 @@ const (
 	TPlaced  = "placed"
 	TBusy    = "busy"
 	TExpired = "expired"
+	// TSkipped: the request's key last completed successfully within its
+	// if_elapsed_ms; Message says when. The daemon closes.
+	TSkipped = "skipped"
 	TFrozen  = "frozen"
 	TThawed  = "thawed"
 	// TCancelled: to a canceller, the cancel is done; to the cancelled
@@ -84,6 +87,18 @@ type Msg struct {
 	// this long; 0: no limit.
 	MaxRuntimeMS int64    `json:"max_runtime_ms,omitempty"`
 	Command      []string `json:"command,omitempty"`
+	// Key names the job across runs (per user): the daemon keeps when it
+	// last completed successfully, and finds other jobs of the same key.
+	Key string `json:"key,omitempty"`
+	// IfElapsedMS (with Key): skip the job if Key last completed
+	// successfully less than this long ago; 0: always run.
+	IfElapsedMS int64 `json:"if_elapsed_ms,omitempty"`
+	// Replace (with Key): cancel or stop older jobs of the same key and
+	// owner first: the newest instance wins.
+	Replace bool `json:"replace,omitempty"`
+	// ExpireAfterMS (with Key): stop a job of the same key and owner that
+	// has held longer than this; 0: never.
+	ExpireAfterMS int64 `json:"expire_after_ms,omitempty"`
 
 	// queued, waiting, granted, busy; acquire when rejoining; cancel
 	Ticket uint64 `json:"ticket,omitempty"`
@@ -254,8 +269,15 @@ func (m *Msg) Validate() error {
 				return bad("%v", err)
 			}
 		}
-		if m.TimeoutMS < 0 || m.MaxRuntimeMS < 0 {
+		if m.TimeoutMS < 0 || m.MaxRuntimeMS < 0 || m.IfElapsedMS < 0 || m.ExpireAfterMS < 0 {
 			return bad("negative duration")
+		}
+		if m.Key != "" {
+			if err := ValidName(m.Key); err != nil {
+				return bad("key: %v", err)
+			}
+		} else if m.IfElapsedMS > 0 || m.Replace || m.ExpireAfterMS > 0 {
+			return bad("if_elapsed_ms, replace and expire_after_ms need a key")
 		}
 	case TPlace:
 		if m.PID <= 0 {
@@ -265,7 +287,7 @@ func (m *Msg) Validate() error {
 		if m.Ticket == 0 && m.Job == "" {
 			return bad("no ticket or job")
 		}
-	case TDone, TList, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TFrozen, TThawed, TCancelled:
+	case TDone, TList, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TSkipped, TFrozen, TThawed, TCancelled:
 	case TError:
 		if m.Code == "" {
 			return bad("no code")

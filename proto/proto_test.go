@@ -136,3 +136,36 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// The keyed-job fields travel, need a key, and refuse negative durations;
+// skipped is a known daemon message.
+func TestKeyedAcquireAndSkipped(t *testing.T) {
+	m := Msg{Type: TAcquire, Mode: "exclusive", Command: []string{"x"}, Key: "nightly", IfElapsedMS: 3600000, Replace: true, ExpireAfterMS: 7200000}
+	b, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"key":"nightly"`, `"if_elapsed_ms":3600000`, `"replace":true`, `"expire_after_ms":7200000`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("%s lacks %s", b, want)
+		}
+	}
+	got, err := Decode(b)
+	if err != nil || got.Key != m.Key || got.IfElapsedMS != m.IfElapsedMS || !got.Replace || got.ExpireAfterMS != m.ExpireAfterMS {
+		t.Fatalf("round trip %+v -> %+v, %v", m, got, err)
+	}
+	for _, bad := range []Msg{
+		{Type: TAcquire, Mode: "exclusive", Command: []string{"x"}, IfElapsedMS: 1},
+		{Type: TAcquire, Mode: "exclusive", Command: []string{"x"}, Replace: true},
+		{Type: TAcquire, Mode: "exclusive", Command: []string{"x"}, ExpireAfterMS: 1},
+		{Type: TAcquire, Mode: "exclusive", Command: []string{"x"}, Key: "k", IfElapsedMS: -1},
+		{Type: TAcquire, Mode: "exclusive", Command: []string{"x"}, Key: "a/b"},
+	} {
+		if err := bad.Validate(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Validate accepted %+v: %v", bad, err)
+		}
+	}
+	if _, err := Decode([]byte(`{"type":"skipped","message":"k last completed successfully 3m ago (--if-elapsed 1h)"}`)); err != nil {
+		t.Errorf("skipped: %v", err)
+	}
+}

@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +41,19 @@ type Options struct {
 	// MaxRuntime, when positive, has the daemon stop the job (SIGTERM,
 	// then SIGKILL) once it has run that long.
 	MaxRuntime time.Duration
+	// Key names the job across runs (--key): the daemon remembers when it
+	// last completed successfully and finds other jobs of the same key.
+	// [Run] uses [CommandKey] of argv when it is empty and IfElapsed,
+	// Replace or ExpireAfter is set.
+	Key string
+	// IfElapsed, when positive, skips the job (exit 0) if Key last
+	// completed successfully less than this long ago.
+	IfElapsed time.Duration
+	// Replace cancels or stops older jobs of the same Key first.
+	Replace bool
+	// ExpireAfter, when positive, stops a job of the same Key that has
+	// held longer than this.
+	ExpireAfter time.Duration
 	// ConflictExit is the exit status when the lock is not obtained (busy
 	// or timed out). The commands default it to ExitConflict; note that the
 	// zero value means 0.
@@ -79,8 +94,18 @@ func Run(ctx context.Context, o Options, argv []string) int {
 	if o.Program == "" {
 		o.Program = "perfrun"
 	}
+	if o.Key == "" && (o.IfElapsed > 0 || o.Replace || o.ExpireAfter > 0) {
+		o.Key = CommandKey(argv)
+	}
 	j := &job{o: o, argv: argv, tty: isTerminal(o.Stderr)}
 	return j.run(ctx)
+}
+
+// CommandKey is the default --key of a command line: the first 16 hex
+// digits of the SHA-256 of its words joined by NUL.
+func CommandKey(argv []string) string {
+	sum := sha256.Sum256([]byte(strings.Join(argv, "\x00")))
+	return hex.EncodeToString(sum[:8])
 }
 
 // job is the state of one Run.
@@ -195,14 +220,18 @@ func (j *job) cancelled(sig os.Signal) int {
 // wait sends the request and waits until it is granted.
 func (j *job) wait(ctx context.Context) (int, bool) {
 	req := proto.Msg{
-		Type:         proto.TAcquire,
-		Mode:         j.o.Mode,
-		Resources:    j.o.Resources,
-		Preemptible:  j.o.Preemptible,
-		Nonblock:     j.o.Nonblock,
-		TimeoutMS:    timeoutMS(j.o.Timeout),
-		MaxRuntimeMS: timeoutMS(j.o.MaxRuntime),
-		Command:      listingCommand(j.argv),
+		Type:          proto.TAcquire,
+		Mode:          j.o.Mode,
+		Resources:     j.o.Resources,
+		Preemptible:   j.o.Preemptible,
+		Nonblock:      j.o.Nonblock,
+		TimeoutMS:     timeoutMS(j.o.Timeout),
+		MaxRuntimeMS:  timeoutMS(j.o.MaxRuntime),
+		Command:       listingCommand(j.argv),
+		Key:           j.o.Key,
+		IfElapsedMS:   timeoutMS(j.o.IfElapsed),
+		Replace:       j.o.Replace,
+		ExpireAfterMS: timeoutMS(j.o.ExpireAfter),
 	}
 	if err := j.c.send(req); err != nil {
 		j.say("cannot send request to perflockd: %v", err)
@@ -278,6 +307,11 @@ func (j *job) wait(ctx context.Context) (int, bool) {
 				return j.o.ConflictExit, false
 			case proto.TExpired:
 				return j.timedOut(what), false
+			case proto.TSkipped:
+				if !j.o.Quiet {
+					j.say("skipped: %s", printable(m.Message))
+				}
+				return 0, false
 			case proto.TError:
 				return j.daemonError(m), false
 			default:

@@ -202,3 +202,17 @@ func TestTwoClientsAutostartOneDaemon(t *testing.T) {
 		t.Errorf("no daemon log: %v", err)
 	}
 }
+
+// The default --key is stable, 16 hex digits, and tells word boundaries apart.
+func TestCommandKey(t *testing.T) {
+	k := CommandKey([]string{"make", "bench"})
+	if len(k) != 16 || k != CommandKey([]string{"make", "bench"}) {
+		t.Fatalf("CommandKey = %q", k)
+	}
+	if k == CommandKey([]string{"make bench"}) {
+		t.Error("argv joined by NUL: [make bench] and [\"make bench\"] must differ")
+	}
+	if err := proto.ValidName(k); err != nil {
+		t.Errorf("the key is not a valid name: %v", err)
+	}
+}

@@ -192,9 +192,18 @@ func newEnv(t *testing.T, driver, policy string) *env {
 	return e
 }
 
-func (e *env) startDaemon(driver, policy string) {
+// newEnvWith is newEnv with more perflockd flags.
+func newEnvWith(t *testing.T, driver, policy string, daemonFlags ...string) *env {
+	t.Helper()
+	e := newEnv(t, "", "")
+	e.startDaemon(driver, policy, daemonFlags...)
+	return e
+}
+
+func (e *env) startDaemon(driver, policy string, extra ...string) {
 	t := e.t
 	e.dargs = []string{"--socket", e.sock, "--driver", driver, "--policy", policy, "--log-level", "debug"}
+	e.dargs = append(e.dargs, extra...)
 	if driver == "cgroupfs" {
 		e.cgName = fmt.Sprintf("perflock-e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
 		e.dargs = append(e.dargs, "--cgroup-name", e.cgName)

@@ -294,3 +294,70 @@ func TestSystemdRestartedDaemonReadoptsScopes(t *testing.T) {
 	e.exit(p)
 	e.waitQueue("")
 }
+
+// perflockd's throttle flags become properties of every pls scope.
+func TestSystemdSharedThrottleFlagsReachPlsScopes(t *testing.T) {
+	e := newSystemEnv(t)
+	dropin := "/etc/systemd/system/perflockd.service.d/throttle.conf"
+	os.MkdirAll(filepath.Dir(dropin), 0o755)
+	conf := "[Service]\nExecStart=\nExecStart=" + filepath.Join(binDir, "perflockd") +
+		" --driver auto --shared-cpu-quota 50 --shared-cpus 0 --shared-memory-high 200000000\n"
+	if err := os.WriteFile(dropin, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	restart := func() {
+		systemctl(t, "daemon-reload")
+		if out := systemctl(t, "restart", "perflockd.service"); out != "" {
+			t.Fatalf("restart perflockd: %s", out)
+		}
+	}
+	t.Cleanup(func() {
+		os.Remove(dropin)
+		restart()
+	})
+	restart()
+	p := e.job("pls", "P", nil)
+	e.started("P")
+	es := e.list()
+	if len(es) != 1 {
+		t.Fatalf("wholock: %+v", es)
+	}
+	for prop, want := range map[string]string{
+		"CPUQuotaPerSecUSec": "500ms",
+		"AllowedCPUs":        "0",
+		"MemoryHigh":         "200000000",
+	} {
+		if got := show(t, es[0].Where, prop); got != want {
+			t.Errorf("%s %s=%q, want %q", es[0].Where, prop, got, want)
+		}
+	}
+	e.finish("P", 0)
+	e.exit(p)
+	e.waitQueue("")
+}
+
+// A group lock under systemd: members run together, each in its own scope,
+// and an exclusive job waits for the group.
+func TestSystemdGroupMembersRunTogether(t *testing.T) {
+	e := newSystemEnv(t)
+	g1 := e.job("perfrun", "G1", []string{"--group", "7"})
+	e.started("G1")
+	g2 := e.job("perfrun", "G2", []string{"--group", "7"})
+	e.started("G2")
+	x := e.job("perfrun", "X", nil)
+	e.waitQueue("G1:running G2:running X:waiting")
+	for _, en := range e.list()[:2] {
+		if en.Mode != "group(7)" || show(t, en.Where, "ActiveState") != "active" {
+			t.Errorf("%s: mode %s, scope %s %s", en.Job, en.Mode, en.Where, show(t, en.Where, "ActiveState"))
+		}
+	}
+	e.finish("G1", 0)
+	e.exit(g1)
+	e.waitQueue("G2:running X:waiting")
+	e.finish("G2", 0)
+	e.exit(g2)
+	e.started("X")
+	e.finish("X", 0)
+	e.exit(x)
+	e.waitQueue("")
+}

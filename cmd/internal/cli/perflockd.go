@@ -25,7 +25,7 @@ import (
 func NewPerflockd() *cobra.Command {
 	var (
 		socket, driver, policy, cgroupName, logLevel, logFormat string
-		idleExit                                                time.Duration
+		idleExit, maxExclusiveRuntime                           time.Duration
 		maxWaiting, maxConns, maxConnsPerUser                   int
 		sharedQuota                                             float64
 		sharedCPUs                                              string
@@ -41,6 +41,10 @@ its own, and freezes shared (pls) jobs while an exclusive job runs.
 You rarely start it by hand: the commands start a per-user daemon on demand, and a
 system-wide one is installed as a service. Stopping it (SIGTERM) leaves running jobs
 running.
+
+STATE
+  perfrun --key history (when each key last completed successfully) is kept in
+  history.json: in /var/lib/perflock for the system daemon, else beside the socket.
 
 SOCKET
   The socket systemd passes (perflockd.socket, socket activation); else
@@ -72,7 +76,10 @@ EXIT STATUS
   perflockd --driver cgroupfs --log-format json
 
   # drain instead of freezing
-  perflockd --policy drain`,
+  perflockd --policy drain
+
+  # no exclusive job may hold the machine for more than 4 hours
+  perflockd --max-exclusive-runtime 4h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
@@ -89,6 +96,10 @@ EXIT STATUS
 				MaxConns: maxConns, MaxConnsPerUser: maxConnsPerUser,
 				Throttle: daemon.Throttle{CPUQuota: sharedQuota / 100, CPUs: sharedCPUs, MemoryHigh: sharedMemHigh},
 			}
+			if maxExclusiveRuntime < 0 {
+				return usageError{fmt.Errorf("--max-exclusive-runtime must not be negative")}
+			}
+			cfg.MaxExclusiveRuntime = maxExclusiveRuntime
 			if cfg.Listener, err = activatedListener(); err != nil {
 				return exitError{runner.ExitUnavailable, err}
 			}
@@ -98,6 +109,14 @@ EXIT STATUS
 					return exitError{runner.ExitUnavailable, err}
 				}
 				cfg.Socket = path
+			}
+			if cfg.Socket == runner.SystemSocket || cfg.Listener != nil && cfg.Listener.Addr().String() == runner.SystemSocket {
+				cfg.StateDir = SystemStateDir
+			} else if us, err := runner.UserSocket(); err == nil && us == cfg.Socket {
+				// The per-user daemon keeps its history with the user's state.
+				if cfg.StateDir, err = userStateDir(); err != nil {
+					return exitError{runner.ExitUnavailable, err}
+				}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -122,6 +141,7 @@ EXIT STATUS
 	f.StringVar(&policy, "policy", "freeze", "what shared jobs do while an exclusive job waits: freeze or drain")
 	f.StringVar(&cgroupName, "cgroup-name", daemon.DefaultCgroupName, "the daemon's cgroup subtree (cgroupfs driver)")
 	f.DurationVar(&idleExit, "idle-exit", 0, "exit after this long with no job and no client (0: never)")
+	f.DurationVar(&maxExclusiveRuntime, "max-exclusive-runtime", 0, "stop exclusive and group jobs that have run `DURATION` (a job's own --max-runtime may be shorter; 0: no cap); e.g. 4h")
 	f.Float64Var(&sharedQuota, "shared-cpu-quota", 0, "systemd: cap each pls job at `PERCENT` of one CPU (CPUQuota=; 0: no cap)")
 	f.StringVar(&sharedCPUs, "shared-cpus", "", "systemd: run pls jobs only on these `CPUS` (AllowedCPUs=, e.g. 0-3)")
 	f.Uint64Var(&sharedMemHigh, "shared-memory-high", 0, "systemd: MemoryHigh= of each pls job in `BYTES` (0: none)")
@@ -132,6 +152,10 @@ EXIT STATUS
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
 }
+
+// SystemStateDir keeps the system daemon's history of keyed jobs
+// (perfrun --key); other daemons keep it beside their socket.
+const SystemStateDir = "/var/lib/perflock"
 
 func parsePolicy(s string) (lockq.Policy, error) {
 	switch s {
@@ -196,4 +220,22 @@ func daemonSocket(flag string) (string, error) {
 		return runner.SystemSocket, nil
 	}
 	return runner.UserSocket()
+}
+
+// userStateDir is $XDG_STATE_HOME/perflock (default ~/.local/state/perflock),
+// created 0700.
+func userStateDir() (string, error) {
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("state directory: %w", err)
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	dir := filepath.Join(base, "perflock")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("state directory: %w", err)
+	}
+	return dir, nil
 }

@@ -2,10 +2,13 @@ package cli
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/perflock/perflock/proto"
 	"github.com/perflock/perflock/runner"
 )
 
@@ -30,8 +33,26 @@ to start a daemon: without a system daemon, perfrun starts a per-user one.`,
   # from cron: if the machine is busy, skip this run and exit 0 (add -q for no message)
   perfrun -n -E 0 -- ./nightly.sh
 
-  # give up (exit 75) after waiting ten minutes
+  # give up (exit 75) after waiting ten minutes (-w 600 is the same, as in flock(1))
   perfrun -t 10m -- ./bench
+
+  # hold a named lock, not the machine: backups one at a time, benchmarks unaffected
+  perfrun -L backup -- ./backup.sh
+
+  # the machine and the network at once
+  perfrun -L cpu -L net -- ./netbench
+
+  # a group: the two ranks run together, any other job waits for both
+  perfrun --group 7 -- ./rank0 & perfrun --group 7 -- ./rank1
+
+  # cron: run at most once an hour (exit 0, "skipped", if the last success is younger)
+  perfrun --key nightly --if-elapsed 1h -- ./nightly.sh
+
+  # the newest sync wins: an older one waiting or running is cancelled or stopped
+  perfrun --key sync --replace -- ./sync.sh
+
+  # stop a sync stuck for more than 2 hours, then run this one
+  perfrun --key sync --expire-after 2h -- ./sync.sh
 
   # who holds the machine, who waits
   wholock`)
@@ -55,11 +76,16 @@ daemon: without a system daemon, pls starts a per-user one.`,
   pls -- make -j8
 
   # only if nothing exclusive holds or waits right now
-  pls -n -- ./crunch.sh`)
+  pls -n -- ./crunch.sh
+
+  # share the lock "scratch" with other pls jobs; never frozen (not the machine)
+  pls -L scratch -- ./reader.sh`)
 }
 
 func newJobCommand(name string, o runner.Options, long, examples string) *cobra.Command {
-	var timeout, maxRuntime timeoutValue
+	var timeout, maxRuntime, ifElapsed, expireAfter timeoutValue
+	var resources []string
+	var group uint32
 	cmd := &cobra.Command{
 		Use:     name + " [flags] [--] CMD [ARG...]",
 		Short:   "run a command under perflock's fair machine lock",
@@ -79,6 +105,24 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 			if o.Quiet && o.Verbose {
 				return usageError{fmt.Errorf("-q and -v exclude each other")}
 			}
+			res, err := resourceList(resources)
+			if err != nil {
+				return usageError{err}
+			}
+			o.Resources = res
+			if cmd.Flags().Changed("group") {
+				if o.Mode == "shared" {
+					return usageError{fmt.Errorf("--group: a group job excludes every other job; use perfrun --group")}
+				}
+				o.Mode = fmt.Sprintf("group(%d)", group)
+			}
+			if o.Key != "" {
+				if err := proto.ValidName(o.Key); err != nil {
+					return usageError{fmt.Errorf("--key: %s", strings.Replace(err.Error(), "resource name", "a key", 1))}
+				}
+			}
+			o.IfElapsed = time.Duration(ifElapsed)
+			o.ExpireAfter = time.Duration(expireAfter)
 			o.Program = name
 			o.Timeout = time.Duration(timeout)
 			o.MaxRuntime = time.Duration(maxRuntime)
@@ -91,13 +135,42 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 	f.SortFlags = false
 	f.BoolVarP(&o.Nonblock, "nonblock", "n", false, "fail at once (exit 75, see -E) if the lock cannot be had now")
 	f.VarP(&timeout, "timeout", "t", "give up waiting after `DURATION` (exit 75, see -E): 30s, 10m, 1h30m, or seconds such as 30 or 2.5")
+	f.VarP(&timeout, "wait", "w", "the same as -t, as in flock(1): `SECONDS` or a duration; e.g. -w 30")
+	f.StringArrayVarP(&resources, "resource", "L", nil, "hold the lock `NAME` (repeatable, all at once): cpu (the machine, the default without -L), net, or any name of yours; without cpu, CMD is a plain process, never confined or frozen; e.g. -L backup, -L cpu -L net")
+	if o.Mode == "shared" {
+		f.Uint32Var(&group, "group", 0, "not for pls: group jobs are perfrun's")
+		f.MarkHidden("group")
+	} else {
+		f.Uint32Var(&group, "group", 0, "a group lock: jobs with the same `ID` run together, all others are excluded, and a new one joins a running group at once; e.g. --group 7")
+	}
 	f.Var(&maxRuntime, "max-runtime", "stop CMD (SIGTERM, SIGKILL 10s later) once it has run `DURATION`; e.g. --max-runtime 2h")
+	f.StringVar(&o.Key, "key", "", "name this job across runs as `NAME` for --if-elapsed, --replace, --expire-after (default: a hash of the command line)")
+	f.Var(&ifElapsed, "if-elapsed", "skip CMD (exit 0) if its key last completed successfully less than `DURATION` ago; e.g. --if-elapsed 1h")
+	f.BoolVar(&o.Replace, "replace", false, "the newest instance wins: cancel or stop older waiting or running jobs of the same key first; e.g. --key sync --replace")
+	f.Var(&expireAfter, "expire-after", "stop a job of the same key that has held longer than `DURATION`, then run; e.g. --expire-after 2h")
 	f.IntVarP(&o.ConflictExit, "conflict-exit-code", "E", runner.ExitConflict, "exit with `N` when the lock is not obtained (-n or -t)")
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no waiting status, no busy or timeout message")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "say when granted, where the job runs, when frozen or thawed, and its exit status")
 	f.StringVar(&o.Socket, "socket", "", "talk to the perflockd at `PATH` (default: see ENVIRONMENT)")
 	f.BoolVarP(&o.Close, "close", "o", false, "do not hand the lease descriptor to CMD (see LEASE)")
 	return cmd
+}
+
+// resourceList checks -L names and drops repeats; nil means the machine.
+func resourceList(names []string) ([]string, error) {
+	var out []string
+	for _, n := range names {
+		if err := proto.ValidName(n); err != nil {
+			return nil, fmt.Errorf("-L: %w", err)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	if len(out) > proto.MaxResources {
+		return nil, fmt.Errorf("-L: at most %d resources", proto.MaxResources)
+	}
+	return out, nil
 }
 
 func jobManual(name string) string {
