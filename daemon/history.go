@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/perflock/perflock/internal/atomicfile"
 )
 
 // historyFile is the name of the job history in the state directory.
@@ -83,7 +85,7 @@ func (h *history) record(uid uint32, key string, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("daemon: history: %w", err)
 	}
-	return writeFileAtomic(h.path, append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(h.path, append(b, '\n'), 0o644)
 }
 
 // agoString renders d for messages: "45s", "3m", "2h5m", "3d".

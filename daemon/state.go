@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/perflock/perflock/internal/atomicfile"
 	"github.com/perflock/perflock/lockq"
 )
 
@@ -44,7 +45,7 @@ func loadRunState(dir string) (*runState, error) {
 		if _, err := rand.Read(key); err != nil {
 			return nil, fmt.Errorf("daemon: state key: %w", err)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, "key"), key, 0o600); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, "key"), key, 0o600); err != nil {
 			return nil, err
 		}
 	} else if err != nil {
@@ -95,7 +96,7 @@ func (st *runState) stop(n int) error {
 }
 
 func (st *runState) write(hw lockq.Ticket, waiters string) error {
-	return writeFileAtomic(filepath.Join(st.dir, "tickets"), []byte(fmt.Sprintf("%d %s\n", hw, waiters)), 0o600)
+	return atomicfile.WriteFile(filepath.Join(st.dir, "tickets"), []byte(fmt.Sprintf("%d %s\n", hw, waiters)), 0o600)
 }
 
 // token is the secret a waiting client keeps to rejoin with ticket t.
@@ -111,27 +112,4 @@ func (st *runState) token(t lockq.Ticket, uid uint32) string {
 // canRejoin: t was handed out before this daemon started, to uid.
 func (st *runState) canRejoin(t lockq.Ticket, uid uint32, token string) bool {
 	return t > 0 && t <= st.started && hmac.Equal([]byte(token), []byte(st.token(t, uid)))
-}
-
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return fmt.Errorf("daemon: write %s: %w", path, err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("daemon: write %s: %w", path, err)
-	}
-	return nil
 }

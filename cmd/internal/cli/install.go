@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/perflock/perflock/contrib/systemd"
+	"github.com/perflock/perflock/internal/atomicfile"
 	"github.com/perflock/perflock/runner"
 )
 
@@ -59,7 +60,7 @@ The first perfrun, pls or wholock starts the daemon through the socket.`,
 				}
 				text := strings.ReplaceAll(string(b), systemd.ExecPlaceholder, bin)
 				dst := filepath.Join(dir, name)
-				if err := writeAtomic(dst, []byte(text)); err != nil {
+				if err := atomicfile.WriteFile(dst, []byte(text), 0o644); err != nil {
 					return err
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), "installed", dst)
@@ -84,12 +85,4 @@ The first perfrun, pls or wholock starts the daemon through the socket.`,
 	f.StringVar(&bin, "bin", "", "the perflockd `PATH` the service runs (default: this executable)")
 	f.BoolVar(&noReload, "no-reload", false, "do not run systemctl daemon-reload")
 	return cmd
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

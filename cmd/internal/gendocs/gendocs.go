@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/perflock/perflock/cmd/internal/cli"
+	"github.com/perflock/perflock/internal/atomicfile"
 )
 
 // The folders Generate owns, relative to the repository root. Files in them
@@ -75,7 +76,7 @@ func Generate(root string, date time.Time) error {
 		if old, err := os.ReadFile(path); err == nil && SameExceptDate(old, b) {
 			continue
 		}
-		if err := writeAtomic(path, b); err != nil {
+		if err := atomicfile.WriteFile(path, b, 0o644); err != nil {
 			return err
 		}
 	}
@@ -231,16 +232,4 @@ var thDate = regexp.MustCompile(`(?m)^(\.TH "[^"]*" "[^"]*" )"[^"]*"`)
 func SameExceptDate(a, b []byte) bool {
 	const blank = `$1"-"`
 	return bytes.Equal(thDate.ReplaceAll(a, []byte(blank)), thDate.ReplaceAll(b, []byte(blank)))
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }
