@@ -1,7 +1,7 @@
 // Command bench measures perflock against the tools people use today
 // (flock(1), plain processes, nice) and writes docs/benchmarks.md with SVG
-// charts under docs/bench/. `make bench` runs it; see issue 6 and the page
-// it writes for the scenarios.
+// charts under docs/bench/. `make bench` runs it; the page it writes
+// describes the scenarios.
 //
 // It starts its own perflockd daemons (sockets in a temporary folder, a
 // cgroup subtree of their own) with the cgroupfs driver when it runs as
@@ -163,8 +163,9 @@ func run(ctx context.Context, args []string) error {
 const hostIntro = "perflock measured beside what people use today — flock(1), plain processes, `nice` — in one run on one machine. " +
 	"Every scenario runs its peers interleaved and compares them as ratios: these machines are shared and noisy, absolute times drift. " +
 	"Regenerate with `make bench` (about 5 minutes; it builds the commands, starts daemons of its own and writes this page and " +
-	"the charts in [bench/](bench/)). The code is in [bench/](../bench/main.go); issue 6 asked for it. " +
-	"The same scenarios under systemd, in a QEMU guest, as ratios only: `make bench-systemd` writes [bench/systemd-bookworm.md](bench/systemd-bookworm.md)."
+	"the charts in [bench/](bench/)). The code is in [bench/](../bench/main.go). " +
+	"The same scenarios under systemd, in a QEMU guest, as ratios only: `make bench-systemd` writes [bench/systemd-bookworm.md](bench/systemd-bookworm.md) " +
+	"(there, under software emulation, the exclusive job of the fairness scenario waited longer than flock(1)'s: not explained yet)."
 
 const systemdIntro = "The scenarios of [benchmarks.md](../benchmarks.md), run by `make bench-systemd` inside a Debian bookworm guest " +
 	"(systemd 252 as PID 1) under QEMU's software emulation, against perflockd.service with the systemd driver (installed with " +
