@@ -49,8 +49,8 @@ func readEvents(dir string) (events, error) {
 	return ev, nil
 }
 
-// readPids reads and parses dir/cgroup.procs.
-func readPids(dir string) ([]int, error) {
+// ReadPids returns the processes in the cgroup directory dir (its cgroup.procs).
+func ReadPids(dir string) ([]int, error) {
 	path := filepath.Join(dir, procsFile)
 	f, err := os.Open(path)
 	if err != nil {

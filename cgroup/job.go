@@ -121,7 +121,7 @@ func (j *Job) gone() bool {
 func (j *Job) killEach() error {
 	signalled := make(map[int]bool)
 	for {
-		pids, err := readPids(j.dir)
+		pids, err := ReadPids(j.dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}

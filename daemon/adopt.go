@@ -60,7 +60,9 @@ func (d *systemdDriver) Adopt(ctx context.Context) ([]Adopted, bool, error) {
 		}
 		a := Adopted{Ticket: t, Shared: kind == "s", Placement: scopePlacement{d.conn, d.watch, name}}
 		if cg, err := d.conn.ControlGroup(ctx, name); err == nil && cg != "" {
-			a.PIDs = readPids(filepath.Join("/sys/fs/cgroup", cg, "cgroup.procs"))
+			if mount, err := cgroup.Mountpoint(); err == nil {
+				a.PIDs, _ = cgroup.ReadPids(filepath.Join(mount, cg))
+			}
 		}
 		out = append(out, a)
 	}
@@ -69,17 +71,6 @@ func (d *systemdDriver) Adopt(ctx context.Context) ([]Adopted, bool, error) {
 		return nil, false, err
 	}
 	return out, st != units.FreezerRunning, nil
-}
-
-func readPids(path string) []int {
-	b, _ := os.ReadFile(path)
-	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, n)
-		}
-	}
-	return pids
 }
 
 // procOwner reads a process's real uid and command line, for listing an

@@ -13,8 +13,8 @@ import (
 // ErrNotChild: a pid to place is not the asking client's own child.
 var ErrNotChild = errors.New("daemon: pid is not the client's own child")
 
-// procRoot is where /proc is; tests may point it elsewhere.
-var procRoot = "/proc"
+// procRoot is where /proc is.
+const procRoot = "/proc"
 
 // checkChild verifies that pid is a child of parent and runs as uid. The
 // client cannot fake either: the parent pid and uid come from SO_PEERCRED,

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,12 +20,20 @@ func requireSecondUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create and act as a second user")
 	}
+	if err := ensureSecondUser(); err != nil {
+		t.Skip(err)
+	}
+}
+
+// ensureSecondUser creates secondUser unless it exists.
+func ensureSecondUser() error {
 	if _, err := exec.Command("id", secondUser).Output(); err == nil {
-		return
+		return nil
 	}
 	if out, err := exec.Command("useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", secondUser).CombinedOutput(); err != nil {
-		t.Skipf("cannot create user %s: %v: %s", secondUser, err, out)
+		return fmt.Errorf("cannot create user %s: %v: %s", secondUser, err, out)
 	}
+	return nil
 }
 
 // openForOthers lets the second user reach the daemon's socket and the

@@ -26,6 +26,7 @@ import (
 
 	"github.com/perflock/perflock/cgroup"
 	"github.com/perflock/perflock/proto"
+	"github.com/perflock/perflock/runner"
 )
 
 // Environment of an agent job.
@@ -378,13 +379,15 @@ func (e *env) startPath(path string, args []string, extraEnv ...string) *proc {
 	return p
 }
 
+// exitCode is the exit status a shell would report: the command's own, or
+// 128+N for death by signal N; -1 when it did not run.
 func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
 	if ee, ok := err.(*exec.ExitError); ok {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal())
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
+			return runner.ExitStatus(ws)
 		}
 		return ee.ExitCode()
 	}

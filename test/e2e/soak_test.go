@@ -83,24 +83,8 @@ func TestSoakManyClientsNoOverlapNoLostGrants(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("PERFLOCK_SOAK_CLIENTS")); err == nil && n > 0 {
 		clients = n
 	}
-	driver := drivers()[0]
-	e := newEnv(t, "", "")
-	e.dargs = []string{"--socket", e.sock, "--driver", driver, "--policy", "freeze", "--log-level", soakLogLevel(),
-		"--max-waiting", strconv.Itoa(2 * clients), "--max-conns-per-user", strconv.Itoa(2*clients + 100), "--max-conns", strconv.Itoa(2*clients + 100)}
-	if driver == "cgroupfs" {
-		e.cgName = fmt.Sprintf("perflock-soak-%d-%d", os.Getpid(), time.Now().UnixNano())
-		e.dargs = append(e.dargs, "--cgroup-name", e.cgName)
-	}
-	e.dlog = &syncBuffer{}
-	e.runDaemon()
-	t.Cleanup(func() {
-		e.daemon.Process.Signal(syscall.SIGTERM)
-		e.daemon.Wait()
-		if t.Failed() {
-			t.Logf("perflockd log (warnings and errors):\n%s", e.dlog.String())
-		}
-		e.removeCgroups()
-	})
+	e := newEnvWith(t, drivers()[0], "freeze", "--log-level", soakLogLevel(), "--max-waiting", strconv.Itoa(2*clients),
+		"--max-conns-per-user", strconv.Itoa(2*clients+100), "--max-conns", strconv.Itoa(2*clients+100))
 
 	var (
 		stats soakStats

@@ -19,7 +19,6 @@ import (
 
 const (
 	systemSocket = "/run/perflock/perflock.sock"
-	otherUser    = "perflock-test"
 )
 
 var setupOnce sync.Once
@@ -68,10 +67,8 @@ func systemSetup() string {
 	if msg := run("systemctl", "enable", "--now", "perflockd.socket"); msg != "" {
 		return msg
 	}
-	if _, err := exec.Command("id", otherUser).Output(); err != nil {
-		if msg := run("useradd", "--create-home", otherUser); msg != "" {
-			return msg
-		}
+	if err := ensureSecondUser(); err != nil {
+		return err.Error()
 	}
 	return ""
 }
@@ -155,7 +152,7 @@ func TestSystemdExclusiveJobRunsInAScopeWithEveryCPU(t *testing.T) {
 func TestSystemdPlsJobsOfAnotherUserFreezeWhilePerfrunRuns(t *testing.T) {
 	e := newSystemEnv(t)
 	counter := filepath.Join(e.dir, "count")
-	p := e.jobAs(otherUser, "pls", "P", nil, envCount+"="+counter)
+	p := e.jobAs(secondUser, "pls", "P", nil, envCount+"="+counter)
 	e.started("P")
 	read := func() int {
 		b, _ := os.ReadFile(counter)
@@ -177,7 +174,7 @@ func TestSystemdPlsJobsOfAnotherUserFreezeWhilePerfrunRuns(t *testing.T) {
 		t.Fatal("the pls job's counter does not advance")
 	}
 	es := e.list()
-	if len(es) != 1 || es[0].User != otherUser || !strings.HasPrefix(es[0].Where, "perflock-s-") {
+	if len(es) != 1 || es[0].User != secondUser || !strings.HasPrefix(es[0].Where, "perflock-s-") {
 		t.Fatalf("wholock: %+v", es)
 	}
 	pscope := es[0].Where
@@ -263,7 +260,7 @@ func TestSystemdMaxRuntimeStopsTheJob(t *testing.T) {
 func TestSystemdRestartedDaemonReadoptsScopes(t *testing.T) {
 	e := newSystemEnv(t)
 	counter := filepath.Join(e.dir, "count")
-	p := e.jobAs(otherUser, "pls", "P", nil, envCount+"="+counter)
+	p := e.jobAs(secondUser, "pls", "P", nil, envCount+"="+counter)
 	e.started("P")
 	x := e.job("perfrun", "X", nil)
 	e.started("X")
