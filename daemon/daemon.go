@@ -44,6 +44,7 @@ const (
 	DefaultMaxConnsPerUser = 1024
 	writeTimeout           = 10 * time.Second
 	stopGrace              = 10 * time.Second // SIGTERM to SIGKILL when stopping a job
+	driverTimeout          = 30 * time.Second // one freeze, thaw, or the adoption at start
 	statusInterval         = time.Second
 	maxOutbox              = 64 // messages queued to one client before it is dropped
 	maxListedHolders       = 3
@@ -181,7 +182,10 @@ func Run(ctx context.Context, cfg Config) error {
 	s.q.Reserve(st.started)
 	// Before anything is granted: re-adopt what an earlier daemon left
 	// running, and keep frozen what must stay frozen.
-	if err := s.adopt(ctx); err != nil {
+	actx, cancel := context.WithTimeout(ctx, driverTimeout)
+	err = s.adopt(actx)
+	cancel()
+	if err != nil {
 		s.stop()
 		s.wg.Wait()
 		ln.Close()

@@ -283,7 +283,11 @@ func (s *server) steerFreezer() {
 	want := s.wantFrozen
 	begin := time.Now()
 	s.goFn(func() {
-		err := s.drv.SetSharedFrozen(s.ctx, want)
+		// Bounded: a wedged service manager becomes an error (and, for a
+		// freeze, the drain fallback), not a daemon stuck for good.
+		ctx, cancel := context.WithTimeout(s.ctx, driverTimeout)
+		err := s.drv.SetSharedFrozen(ctx, want)
+		cancel()
 		s.post(func() { s.freezerDone(want, err, time.Since(begin)) })
 	})
 }

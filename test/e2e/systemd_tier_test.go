@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"net"
 	"os"
 	"os/exec"
@@ -73,9 +74,16 @@ func systemSetup() string {
 	return ""
 }
 
+// systemctl runs systemctl, bounded: a call that hangs fails the test (with
+// the journal, see newSystemEnv) instead of the whole guest's time limit.
 func systemctl(t *testing.T, args ...string) string {
 	t.Helper()
-	out, _ := exec.Command("systemctl", args...).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, "systemctl", args...).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("systemctl %s did not return within 2 minutes: %s", strings.Join(args, " "), out)
+	}
 	return strings.TrimSpace(string(out))
 }
 
