@@ -500,9 +500,11 @@ func (e *env) before(a, b string) bool {
 // list runs wholock --json.
 func (e *env) list() []proto.Entry {
 	e.t.Helper()
-	out, err := exec.Command(filepath.Join(binDir, "wholock"), "--socket", e.sock, "--json").Output()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "wholock"), "--socket", e.sock, "--json").Output()
 	if err != nil {
-		e.t.Fatalf("wholock --json: %v", err)
+		e.t.Fatalf("wholock --json: %v (within a minute: %v)", err, ctx.Err() == nil)
 	}
 	var es []proto.Entry
 	if err := json.Unmarshal(out, &es); err != nil {
