@@ -100,6 +100,12 @@ type Config struct {
 	// group job may run: its max runtime becomes the smaller of its own and
 	// this.
 	MaxExclusiveRuntime time.Duration
+	// MetricsAddr, when set, is where Metrics serves: "unix:PATH", or a
+	// loopback HOST:PORT (anything else is refused).
+	MetricsAddr string
+	// Metrics observes the daemon and serves MetricsAddr; it must be set
+	// when MetricsAddr is, and is unused otherwise.
+	Metrics Metrics
 	// Logger receives structured logs (default: slog.Default()).
 	Logger *slog.Logger
 	// OnReady, if set, is called once the daemon accepts connections.
@@ -129,6 +135,16 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.SocketMode = 0o666
 	}
 	log := cfg.Logger
+	var metricsNet, metricsAddr string
+	if cfg.MetricsAddr != "" {
+		if cfg.Metrics == nil {
+			return fmt.Errorf("%w: --metrics: this program has no metrics: run the perflockd program", ErrConfig)
+		}
+		var err error
+		if metricsNet, metricsAddr, err = parseMetricsAddr(cfg.MetricsAddr); err != nil {
+			return err
+		}
+	}
 	ln := cfg.Listener
 	if ln == nil {
 		if cfg.Socket == "" {
@@ -145,6 +161,15 @@ func Run(ctx context.Context, cfg Config) error {
 		if ln, err = listen(cfg.Socket, cfg.SocketMode); err != nil {
 			return err
 		}
+	}
+	var mln net.Listener
+	if metricsNet != "" {
+		var err error
+		if mln, err = listenMetrics(metricsNet, metricsAddr, cfg.SocketMode); err != nil {
+			ln.Close()
+			return err
+		}
+		defer mln.Close() // on early returns; Serve closes it too
 	}
 	drv, err := OpenDriver(ctx, cfg.Driver, cfg.CgroupName, cfg.Throttle, log)
 	if err != nil {
@@ -198,6 +223,15 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("restarted: waiting clients may rejoin before new requests are queued", "grace", rejoinGrace.String())
 	}
 	log.Info("perflockd serving", "socket", ln.Addr().String(), "driver", drv.Name(), "policy", policy.String(), "pid", os.Getpid())
+	if mln != nil {
+		info := Info{Driver: drv.Name(), Policy: policy.String()}
+		s.goFn(func() {
+			if err := cfg.Metrics.Serve(s.ctx, mln, info, s.stats); err != nil && s.ctx.Err() == nil {
+				log.Error("serving metrics failed; the daemon goes on without them", "err", err)
+			}
+		})
+		log.Info("serving metrics", "addr", mln.Addr().String())
+	}
 	if cfg.OnReady != nil {
 		cfg.OnReady()
 	}
@@ -282,6 +316,7 @@ type server struct {
 	stop   context.CancelFunc // ends ctx
 	events chan func()
 	wg     sync.WaitGroup
+	obs    Observer // the metrics, or a no-op
 
 	// Loop-owned.
 	q          *lockq.Queue
@@ -304,8 +339,12 @@ type server struct {
 }
 
 func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {
+	var obs Observer = nopObserver{}
+	if cfg.MetricsAddr != "" && cfg.Metrics != nil {
+		obs = cfg.Metrics
+	}
 	return &server{
-		cfg: cfg, log: cfg.Logger, drv: drv, policy: policy, start: time.Now(),
+		cfg: cfg, log: cfg.Logger, drv: drv, policy: policy, start: time.Now(), obs: obs,
 		events:    make(chan func(), 256),
 		q:         lockq.New(policy),
 		jobs:      make(map[lockq.Ticket]*job),

@@ -53,6 +53,8 @@ type job struct {
 	stopWatch  context.CancelFunc
 	lastPos    int
 	lastHold   string
+	status     int  // the exit status its client reported with done
+	reported   bool // done was received
 }
 
 func (j *job) holding() bool { return j.state != stateWaiting }
@@ -138,6 +140,7 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 	}
 	if errors.Is(err, lockq.ErrWouldBlock) {
 		s.log.Debug("busy", "user", j.user, "pid", j.clientPID, "command", oneLine(j.command, 80))
+		s.obs.Busy(mode.Kind)
 		c.finish(proto.Msg{Type: proto.TBusy, Holders: holdersFor(j, s.q.Holders())})
 		return
 	}
@@ -213,9 +216,11 @@ func (s *server) supersede(c *conn, j *job, replace bool, expireAfter time.Durat
 		switch {
 		case replace:
 			s.log.Info("replacing older job of the same key", "job", o.name, "key", j.key)
+			s.obs.Cancelled(o.mode.Kind, CancelReplace)
 			s.cancelJob(o, fmt.Sprintf("replaced by a newer job with key %s (--replace)", j.key))
 		case o.holding() && time.Since(o.since) > expireAfter:
 			s.log.Info("expiring job of the same key", "job", o.name, "key", j.key, "held", time.Since(o.since).Round(time.Millisecond).String())
+			s.obs.Cancelled(o.mode.Kind, CancelExpire)
 			s.cancelJob(o, fmt.Sprintf("expired: held longer than %s (--expire-after of a newer job with key %s)", durString(expireAfter), j.key))
 		}
 	}
@@ -239,7 +244,9 @@ func (s *server) apply(acts []lockq.Action) {
 		case lockq.Grant:
 			s.waitingBy[j.uid]--
 			j.state = stateGranted
-			j.since = time.Now()
+			now := time.Now()
+			s.obs.Granted(j.mode.Kind, now.Sub(j.since))
+			j.since = now
 			if j.conn != nil {
 				j.conn.send(proto.Msg{Type: proto.TGranted, Ticket: uint64(j.ticket), Job: j.name})
 			}
@@ -260,6 +267,7 @@ func (s *server) apply(acts []lockq.Action) {
 				j.conn.job = nil
 			}
 			s.log.Info("timed out", "job", j.name, "user", j.user, "pid", j.clientPID)
+			s.obs.TimedOut(j.mode.Kind)
 		}
 	}
 	s.dirty = true
@@ -294,6 +302,7 @@ func (s *server) steerFreezer() {
 
 func (s *server) freezerDone(frozen bool, err error, took time.Duration) {
 	s.freezing = false
+	s.obs.Freezer(frozen, took, err)
 	if err != nil {
 		s.log.Error("freezer failed", "freeze", frozen, "err", err)
 		if frozen {
@@ -425,6 +434,7 @@ func (s *server) watch(j *job, p Placement) {
 func (s *server) done(c *conn, status int) {
 	if j := c.job; j != nil && j.holding() {
 		s.log.Info("job ended", "job", j.name, "status", status)
+		j.status, j.reported = status, true
 		if status == 0 && j.key != "" && s.history != nil {
 			if err := s.history.record(j.uid, j.key, time.Now()); err != nil {
 				s.log.Error("recording the job's completion", "job", j.name, "key", j.key, "err", err)
@@ -455,6 +465,7 @@ func (s *server) closed(c *conn) {
 		acts, err := s.q.Cancel(j.ticket)
 		if err == nil {
 			s.log.Info("cancelled", "job", j.name, "user", j.user, "pid", j.clientPID)
+			s.obs.Cancelled(j.mode.Kind, CancelClient)
 			s.apply(acts)
 		}
 		return
@@ -491,6 +502,7 @@ func (s *server) maybeRelease(j *job) {
 		return
 	}
 	s.log.Info("released", "job", j.name, "held", time.Since(j.since).Round(time.Millisecond).String())
+	s.obs.Exited(j.mode.Kind, j.result())
 	s.apply(acts)
 }
 
@@ -787,6 +799,7 @@ func (s *server) cancel(c *conn, m proto.Msg) {
 	}
 	by := s.userName(c.cred.Uid)
 	s.log.Info("cancel", "job", j.name, "by", by)
+	s.obs.Cancelled(j.mode.Kind, CancelUser)
 	s.cancelJob(j, "cancelled by "+by)
 	c.finish(proto.Msg{Type: proto.TCancelled, Job: j.name})
 }

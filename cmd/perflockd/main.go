@@ -3,9 +3,15 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 
 	"github.com/perflock/perflock/cmd/internal/cli"
+	"github.com/perflock/perflock/daemon"
+	"github.com/perflock/perflock/daemon/metrics"
 )
 
-func main() { os.Exit(cli.Main(cli.NewPerflockd)) }
+func main() {
+	cli.NewMetrics = func(log *slog.Logger) daemon.Metrics { return metrics.New(log) }
+	os.Exit(cli.Main(cli.NewPerflockd))
+}

@@ -30,6 +30,7 @@ func NewPerflockd() *cobra.Command {
 		sharedQuota                                             float64
 		sharedCPUs                                              string
 		sharedMemHigh                                           uint64
+		metricsAddr                                             string
 	)
 	cmd := &cobra.Command{
 		Use:   "perflockd [flags]",
@@ -63,6 +64,14 @@ DRIVERS
   auto      systemd when it is PID 1 and its bus answers, else cgroupfs where it
             works, else none.
 
+METRICS
+  --metrics ADDR serves Prometheus metrics at /metrics over HTTP: ADDR is unix:PATH
+  (a Unix socket with the main socket's mode; its directory decides who may read
+  them, as for wholock's listing) or a loopback HOST:PORT (127.0.0.1:9101,
+  [::1]:9101, localhost:9101; port 0 picks a free one, logged as "serving
+  metrics"). Other addresses are refused: put a reverse proxy in front to serve
+  metrics further. Off by default. The metrics are listed in perflock's README.
+
 POLICIES
   freeze    an exclusive job waits only for shared jobs to be frozen, then runs; they are
             thawed when no exclusive job holds or waits.
@@ -79,7 +88,10 @@ EXIT STATUS
   perflockd --policy drain
 
   # no exclusive job may hold the machine for more than 4 hours
-  perflockd --max-exclusive-runtime 4h`,
+  perflockd --max-exclusive-runtime 4h
+
+  # Prometheus metrics on a Unix socket; then: curl --unix-socket /run/perflock/metrics.sock http://x/metrics
+  perflockd --metrics unix:/run/perflock/metrics.sock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
@@ -100,6 +112,12 @@ EXIT STATUS
 				return usageError{fmt.Errorf("--max-exclusive-runtime must not be negative")}
 			}
 			cfg.MaxExclusiveRuntime = maxExclusiveRuntime
+			if metricsAddr != "" {
+				if NewMetrics == nil {
+					return usageError{fmt.Errorf("--metrics: this program has no metrics: run the perflockd program")}
+				}
+				cfg.MetricsAddr, cfg.Metrics = metricsAddr, NewMetrics(log)
+			}
 			if cfg.Listener, err = activatedListener(); err != nil {
 				return exitError{runner.ExitUnavailable, err}
 			}
@@ -148,10 +166,16 @@ EXIT STATUS
 	f.IntVar(&maxWaiting, "max-waiting", daemon.DefaultMaxWaiting, "waiting requests allowed per user")
 	f.IntVar(&maxConns, "max-conns", daemon.DefaultMaxConns, "open client connections allowed in all (raise the fd limit to match)")
 	f.IntVar(&maxConnsPerUser, "max-conns-per-user", daemon.DefaultMaxConnsPerUser, "open client connections allowed per user")
+	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics at `ADDR`: unix:PATH or a loopback HOST:PORT such as 127.0.0.1:9101 (default: off; see METRICS)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
 }
+
+// NewMetrics makes perflockd's metrics for --metrics. The perflockd program
+// sets it; the other programs, which can also run the daemon (autostart),
+// leave it nil and so do not link Prometheus.
+var NewMetrics func(*slog.Logger) daemon.Metrics
 
 // SystemStateDir keeps the system daemon's history of keyed jobs
 // (perfrun --key); other daemons keep it beside their socket.
