@@ -366,3 +366,32 @@ func TestSystemdGroupMembersRunTogether(t *testing.T) {
 	e.exit(x)
 	e.waitQueue("")
 }
+
+// perfrun --report under systemd: the job's CPU comes from its scope, the
+// scope has the cpu controller (CPUWeight), so throttling is measured, and a
+// frozen pls job's slice used no CPU.
+func TestSystemdReportMeasuresScopeAndFrozenSlice(t *testing.T) {
+	e := newSystemEnv(t)
+	p := e.job("pls", "P", nil, envBurn+"=forever")
+	e.started("P")
+	x := e.job("perfrun", "X", []string{"--report=json"}, envBurn+"=200ms")
+	used := e.burned("X")
+	e.finish("X", 0)
+	if code := e.exit(x); code != 0 {
+		t.Fatalf("perfrun --report=json: exit %d: %s", code, x.stderr)
+	}
+	r := reportOf(t, x)
+	t.Logf("report %+v; job %+v throttling %+v shared %+v", r, r.JobCPU, r.Throttling, r.Shared)
+	if r.Driver != "systemd" || r.JobCPU == nil || time.Duration(r.JobCPU.TotalUS)*time.Microsecond < used {
+		t.Fatalf("job CPU %+v (burned %v, unavailable %v)", r.JobCPU, used, r.Unavailable)
+	}
+	if r.Throttling == nil {
+		t.Errorf("no throttling figures in a scope with the cpu controller: %v", r.Unavailable)
+	}
+	if r.Shared == nil || r.Shared.FrozenJobs != 1 || r.Shared.CPUUS != 0 || !r.Shared.FrozenThroughout {
+		t.Errorf("shared %+v (unavailable %v), want 1 frozen, 0 CPU, frozen throughout", r.Shared, r.Unavailable)
+	}
+	e.finish("P", 0)
+	e.exit(p)
+	e.waitQueue("")
+}
