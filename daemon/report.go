@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/perflock/perflock/cgroup"
@@ -32,8 +33,18 @@ func (d *cgroupfsDriver) SharedCgroupDir(context.Context) (string, error) {
 	return d.tree.SharedDir(), nil
 }
 
+// CgroupDir is, for an exclusive or group job, the cgroup of
+// perflock-exclusive.slice rather than the scope's: systemd removes a
+// scope's cgroup as soon as its last process exits, before the client
+// sends done, while the slice stays and keeps the figures of the children
+// it had. During an exclusive run the slice holds the job alone (a group
+// job's figures are its group's).
 func (p scopePlacement) CgroupDir(ctx context.Context) (string, error) {
-	return unitCgroupDir(ctx, p.conn.ControlGroup, p.name)
+	unit := p.name
+	if strings.HasPrefix(p.name, "perflock-x-") {
+		unit = ExclusiveSlice
+	}
+	return unitCgroupDir(ctx, p.conn.ControlGroup, unit)
 }
 
 func (d *systemdDriver) SharedCgroupDir(ctx context.Context) (string, error) {
@@ -132,7 +143,7 @@ func (r *runSample) read() {
 // is guessed: a figure either side could not read is absent, with its
 // reason in Unavailable.
 func buildReport(start, end *runSample, job, driver, policy string, frozenJobs int) *proto.Report {
-	rep := &proto.Report{Job: job, Driver: driver, Policy: policy, WallUS: us(end.at.Sub(start.at))}
+	rep := &proto.Report{Job: job, Driver: driver, Policy: policy, WallUS: us(end.at.Sub(start.at)), JobCgroup: start.jobDir}
 	why := map[string]string{}
 
 	var busy time.Duration

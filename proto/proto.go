@@ -175,6 +175,10 @@ type Report struct {
 	// over its online CPUs; a tick's resolution per CPU).
 	OnlineCPUs    int    `json:"online_cpus,omitempty"`
 	MachineBusyUS *int64 `json:"machine_busy_us,omitempty"`
+	// JobCgroup is the cgroup directory whose figures are the job's: its
+	// own, or under systemd perflock-exclusive.slice, which outlives the
+	// job's scope (and holds the job alone, or its group).
+	JobCgroup string `json:"job_cgroup,omitempty"`
 	// JobCPU: the job's own CPU time (its cgroup's cpu.stat).
 	JobCPU *ReportCPU `json:"job_cpu,omitempty"`
 	// Outside: CPU time used outside the job during the run.

@@ -122,6 +122,9 @@ func TestReportCountsTheJobsOwnCPUTime(t *testing.T) {
 	if !strings.HasPrefix(r.Job, "x-") || r.Driver != "cgroupfs" || r.Policy != "freeze" || r.WallUS <= 0 || r.OnlineCPUs < 1 || r.MachineBusyUS == nil || r.Outside == nil {
 		t.Errorf("report %+v", r)
 	}
+	if !strings.HasSuffix(r.JobCgroup, "/exclusive/"+r.Job) {
+		t.Errorf("job figures from %q, want the job's own cgroup", r.JobCgroup)
+	}
 	if (r.Throttling == nil) == (r.Unavailable["throttling"] == "") {
 		t.Errorf("throttling %+v and its reason %q: want exactly one", r.Throttling, r.Unavailable["throttling"])
 	}

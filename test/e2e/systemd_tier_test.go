@@ -388,8 +388,17 @@ func TestSystemdReportMeasuresScopeAndFrozenSlice(t *testing.T) {
 	if r.Throttling == nil {
 		t.Errorf("no throttling figures in a scope with the cpu controller: %v", r.Unavailable)
 	}
-	if r.Shared == nil || r.Shared.FrozenJobs != 1 || r.Shared.CPUUS != 0 || !r.Shared.FrozenThroughout {
-		t.Errorf("shared %+v (unavailable %v), want 1 frozen, 0 CPU, frozen throughout", r.Shared, r.Unavailable)
+	if !strings.HasSuffix(r.JobCgroup, "/perflock.slice/perflock-exclusive.slice") {
+		t.Errorf("job figures from %q, want perflock-exclusive.slice", r.JobCgroup)
+	}
+	// A correct freeze uses no CPU, but in an emulated guest on a busy host
+	// a vCPU can stall between a task's freeze and its switch out, and the
+	// CPU time it used before is charged then: a sliver (123us seen), where
+	// the pls hog, had it run, would have used most of a CPU.
+	if r.Shared == nil || r.Shared.FrozenJobs != 1 || r.Shared.CPUUS > r.WallUS/100 {
+		t.Errorf("shared %+v (unavailable %v), want 1 frozen and no CPU to speak of", r.Shared, r.Unavailable)
+	} else if !r.Shared.FrozenThroughout {
+		t.Logf("the frozen shared side was charged %dus during the run", r.Shared.CPUUS)
 	}
 	e.finish("P", 0)
 	e.exit(p)
