@@ -67,12 +67,8 @@ type Stat struct {
 
 // parseCPUStat parses cpu.stat. Missing keys read as zero.
 func parseCPUStat(r io.Reader) (Stat, error) {
-	m, err := parseKeyed(r)
-	if err != nil {
-		return Stat{}, err
-	}
-	us := func(k string) time.Duration { return time.Duration(m[k]) * time.Microsecond }
-	return Stat{CPU: us("usage_usec"), User: us("user_usec"), System: us("system_usec"), Throttled: us("throttled_usec")}, nil
+	s, err := parseCPUStatFull(r)
+	return s.Stat, err
 }
 
 // parsePids parses cgroup.procs: one decimal pid per line.

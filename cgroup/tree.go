@@ -370,3 +370,7 @@ func (t *Tree) SharedFrozen() (bool, error) {
 	ev, err := readEvents(filepath.Join(t.dir, Shared.subdir()))
 	return ev.Frozen, err
 }
+
+// SharedDir returns the directory of the shared side, the cgroup that holds every shared job
+// (its cpu.stat counts the CPU time of them all).
+func (t *Tree) SharedDir() string { return filepath.Join(t.dir, Shared.subdir()) }

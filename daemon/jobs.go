@@ -53,8 +53,12 @@ type job struct {
 	stopWatch  context.CancelFunc
 	lastPos    int
 	lastHold   string
-	status     int  // the exit status its client reported with done
-	reported   bool // done was received
+	status     int        // the exit status its client reported with done
+	reported   bool       // done was received
+	report     bool       // a run report was asked for
+	runStart   *runSample // the report's figures at placement
+	frozenAt   int        // shared jobs frozen at placement, for the report
+	reportSent bool       // the report was sent
 }
 
 func (j *job) holding() bool { return j.state != stateWaiting }
@@ -97,6 +101,10 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 		c.fail(proto.CodeInvalid, "only shared jobs can be preemptible")
 		return
 	}
+	if m.Report && mode.Kind == lockq.Shared {
+		c.fail(proto.CodeInvalid, "a run report is for exclusive and group jobs, not shared ones")
+		return
+	}
 	uid := c.cred.Uid
 	if s.waitingBy[uid] >= s.cfg.MaxWaiting && !m.Nonblock {
 		c.fail(proto.CodeLimit, "user %s already has %d waiting requests (the limit)", s.userName(uid), s.cfg.MaxWaiting)
@@ -107,6 +115,7 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 		mode: mode, resources: m.Resources, shared: mode.Kind == lockq.Shared,
 		command: m.Command, since: time.Now(), key: m.Key,
 		maxRuntime: time.Duration(m.MaxRuntimeMS) * time.Millisecond,
+		report:     m.Report,
 	}
 	if len(j.resources) == 0 {
 		j.resources = []string{lockq.Machine}
@@ -368,17 +377,44 @@ func (s *server) place(c *conn, pid int) {
 		return
 	}
 	j.state = statePlacing
-	if !slices.Contains(j.resources, lockq.Machine) {
-		// Named locks only: no cgroup or scope, no freezing. The lease is
-		// the connection and the descriptor the job inherits.
+	// Named locks only: no cgroup or scope, no freezing. The lease is the
+	// connection and the descriptor the job inherits.
+	named := !slices.Contains(j.resources, lockq.Machine)
+	if named && !j.report {
 		s.placed(j, pid, nonePlacement{pid: pid}, nil)
 		return
 	}
 	spec := JobSpec{Ticket: uint64(j.ticket), Name: j.name, Shared: j.shared, User: j.user, Command: j.command, MaxRuntime: j.maxRuntime}
+	report := j.report
 	s.goFn(func() {
-		p, err := s.drv.Place(s.ctx, spec, pid)
-		s.post(func() { s.placed(j, pid, p, err) })
+		var p Placement = nonePlacement{pid: pid}
+		var err error
+		if !named {
+			p, err = s.drv.Place(s.ctx, spec, pid)
+		}
+		// A run report starts here, before the client lets the job exec.
+		var start *runSample
+		if err == nil && report {
+			start = firstSample(s.ctx, s.drv, p, named)
+		}
+		s.post(func() {
+			if start != nil {
+				j.runStart, j.frozenAt = start, s.frozenCount()
+			}
+			s.placed(j, pid, p, err)
+		})
 	})
+}
+
+// frozenCount is the number of shared jobs whose freeze is confirmed.
+func (s *server) frozenCount() int {
+	n := 0
+	for t, confirmed := range s.frozenSet {
+		if j := s.jobs[t]; confirmed && j != nil && j.shared {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *server) placed(j *job, pid int, p Placement, err error) {
@@ -440,7 +476,27 @@ func (s *server) done(c *conn, status int) {
 				s.log.Error("recording the job's completion", "job", j.name, "key", j.key, "err", err)
 			}
 		}
+		if j.report && !j.reportSent {
+			j.reportSent = true
+			s.sendReport(c, j)
+		}
 	}
+}
+
+// sendReport answers done with the job's run report. The files are read
+// outside the loop; the connection stays open (and so the job's cgroup)
+// until the client has read the report and closed it.
+func (s *server) sendReport(c *conn, j *job) {
+	start, name, frozen, driver, policy := j.runStart, j.name, j.frozenAt, s.drv.Name(), s.policy.String()
+	if start == nil {
+		c.send(proto.Msg{Type: proto.TReport, Figures: &proto.Report{Job: name, Driver: driver, Policy: policy,
+			Unavailable: map[string]string{"all": "the job was never placed"}}})
+		return
+	}
+	s.goFn(func() {
+		rep := buildReport(start, start.next(), name, driver, policy, frozen)
+		c.send(proto.Msg{Type: proto.TReport, Figures: rep})
+	})
 }
 
 // closed forgets a connection; its request is cancelled, or its lease ends

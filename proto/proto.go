@@ -29,7 +29,7 @@ const (
 
 // Message types. Client to daemon: Hello, Acquire, Place, Done, List,
 // Cancel. Daemon to client: Hello, Queued, Waiting, Granted, Placed, Busy,
-// Expired, Skipped, Frozen, Thawed, List, Cancelled, Error.
+// Expired, Skipped, Frozen, Thawed, Report, List, Cancelled, Error.
 const (
 	THello   = "hello"
 	TAcquire = "acquire"
@@ -52,7 +52,10 @@ const (
 	// TCancelled: to a canceller, the cancel is done; to the cancelled
 	// job's client, who cancelled it (Message).
 	TCancelled = "cancelled"
-	TError     = "error"
+	// TReport: the answer to done for a request with Report set: how clean
+	// the job's run was (Figures).
+	TReport = "report"
+	TError  = "error"
 )
 
 // Error codes carried by TError messages.
@@ -99,6 +102,9 @@ type Msg struct {
 	// ExpireAfterMS (with Key): stop a job of the same key and owner that
 	// has held longer than this; 0: never.
 	ExpireAfterMS int64 `json:"expire_after_ms,omitempty"`
+	// Report asks for a run report: the daemon takes its figures when the
+	// job is placed and answers done with a report message.
+	Report bool `json:"report,omitempty"`
 
 	// queued, waiting, granted, busy; acquire when rejoining; cancel
 	Ticket uint64 `json:"ticket,omitempty"`
@@ -114,6 +120,9 @@ type Msg struct {
 
 	// done
 	Status int `json:"status,omitempty"`
+
+	// report
+	Figures *Report `json:"figures,omitempty"`
 
 	// list: a listing comes in as many list messages as it needs, each
 	// within MaxMessage; all but the last have More set.
@@ -150,6 +159,77 @@ type Entry struct {
 	ForMS     int64    `json:"for_ms"`          // how long it has been in that state
 	Where     string   `json:"where,omitempty"` // cgroup path or unit
 	Command   []string `json:"command"`
+}
+
+// Report is a run report: how clean an exclusive (or group) job's run was,
+// measured from its placement to its done. A figure that cannot be measured
+// is absent (nil), and Unavailable says why, under the figure's JSON name.
+// Times are in microseconds.
+type Report struct {
+	Job    string `json:"job"`
+	Driver string `json:"driver"`
+	Policy string `json:"policy"`
+	WallUS int64  `json:"wall_us"`
+	// OnlineCPUs and MachineBusyUS: the machine's busy CPU time during the
+	// run (user, nice, system, irq, softirq and steal in /proc/stat, summed
+	// over its online CPUs; a tick's resolution per CPU).
+	OnlineCPUs    int    `json:"online_cpus,omitempty"`
+	MachineBusyUS *int64 `json:"machine_busy_us,omitempty"`
+	// JobCgroup is the cgroup directory whose figures are the job's: its
+	// own, or under systemd perflock-exclusive.slice, which outlives the
+	// job's scope (and holds the job alone, or its group).
+	JobCgroup string `json:"job_cgroup,omitempty"`
+	// JobCPU: the job's own CPU time (its cgroup's cpu.stat).
+	JobCPU *ReportCPU `json:"job_cpu,omitempty"`
+	// Outside: CPU time used outside the job during the run.
+	Outside *ReportOutside `json:"outside,omitempty"`
+	// Pressure: the job cgroup's CPU pressure (PSI) during the run.
+	Pressure *ReportPressure `json:"pressure,omitempty"`
+	// Throttling: the job cgroup's CPU throttling during the run (only
+	// with the cpu controller enabled for it).
+	Throttling *ReportThrottling `json:"throttling,omitempty"`
+	// Shared: whether the shared (pls) jobs stayed frozen.
+	Shared *ReportShared `json:"shared,omitempty"`
+	// Unavailable maps the JSON name of each absent figure to the reason.
+	Unavailable map[string]string `json:"unavailable,omitempty"`
+}
+
+// ReportCPU is CPU time used.
+type ReportCPU struct {
+	TotalUS  int64 `json:"total_us"`
+	UserUS   int64 `json:"user_us"`
+	SystemUS int64 `json:"system_us"`
+}
+
+// ReportOutside is the CPU time used outside the job during its run: the
+// machine's busy time minus the job's (0 when the difference is within the
+// ticks' resolution), and that as a share of online CPUs × wall time.
+type ReportOutside struct {
+	CPUUS int64   `json:"cpu_us"`
+	Share float64 `json:"share"` // 0…1
+}
+
+// ReportPressure is the growth of the totals in the job cgroup's
+// cpu.pressure: time in which some (full: all) of its runnable tasks waited
+// for a CPU. FullUS is absent on kernels without the full line (before 5.13).
+type ReportPressure struct {
+	SomeUS int64  `json:"some_us"`
+	FullUS *int64 `json:"full_us,omitempty"`
+}
+
+// ReportThrottling is the growth of nr_throttled and throttled_usec.
+type ReportThrottling struct {
+	NrThrottled uint64 `json:"nr_throttled"`
+	ThrottledUS int64  `json:"throttled_us"`
+}
+
+// ReportShared says what the shared side did during the run.
+// FrozenThroughout is true only if its CPU time did not grow at all: a
+// correct freeze uses none (and with no shared job, none ran).
+type ReportShared struct {
+	FrozenJobs       int   `json:"frozen_jobs"` // shared jobs frozen when the job was placed
+	CPUUS            int64 `json:"cpu_us"`
+	FrozenThroughout bool  `json:"frozen_throughout"`
 }
 
 var (
@@ -286,6 +366,10 @@ func (m *Msg) Validate() error {
 	case TCancel:
 		if m.Ticket == 0 && m.Job == "" {
 			return bad("no ticket or job")
+		}
+	case TReport:
+		if m.Figures == nil {
+			return bad("no figures")
 		}
 	case TDone, TList, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TSkipped, TFrozen, TThawed, TCancelled:
 	case TError:

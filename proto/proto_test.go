@@ -169,3 +169,41 @@ func TestKeyedAcquireAndSkipped(t *testing.T) {
 		t.Errorf("skipped: %v", err)
 	}
 }
+
+// A report request and a report round-trip; a report without figures is malformed; absent
+// figures stay absent.
+func TestReportRoundTrip(t *testing.T) {
+	b, err := Encode(Msg{Type: TAcquire, Mode: "exclusive", Command: []string{"x"}, Report: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := Decode(b); err != nil || !m.Report {
+		t.Fatalf("acquire with report: %+v, %v", m, err)
+	}
+	busy, full := int64(900), int64(0)
+	r := &Report{Job: "x-4", Driver: "cgroupfs", Policy: "freeze", WallUS: 1000, OnlineCPUs: 2, MachineBusyUS: &busy,
+		JobCPU:      &ReportCPU{TotalUS: 700, UserUS: 600, SystemUS: 100},
+		Outside:     &ReportOutside{CPUUS: 200, Share: 0.1},
+		Pressure:    &ReportPressure{SomeUS: 5, FullUS: &full},
+		Shared:      &ReportShared{FrozenJobs: 1, FrozenThroughout: true},
+		Unavailable: map[string]string{"throttling": "no cpu controller"}}
+	b, err = Encode(Msg{Type: TReport, Figures: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte(`"throttling":{`)) {
+		t.Fatalf("an absent figure is encoded: %s", b)
+	}
+	m, err := Decode(b)
+	if err != nil || m.Figures == nil {
+		t.Fatalf("report: %+v, %v", m, err)
+	}
+	g := m.Figures
+	if g.Job != "x-4" || *g.MachineBusyUS != 900 || *g.JobCPU != *r.JobCPU || *g.Outside != *r.Outside || g.Pressure.FullUS == nil ||
+		*g.Shared != *r.Shared || g.Throttling != nil || g.Unavailable["throttling"] == "" {
+		t.Fatalf("round trip %+v -> %+v", r, g)
+	}
+	if _, err := Decode([]byte(`{"type":"report"}`)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("report without figures: %v, want ErrMalformed", err)
+	}
+}

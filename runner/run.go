@@ -66,6 +66,12 @@ type Options struct {
 	// Close keeps the lease descriptor from the job (-o): the lease then
 	// does not outlive this process unless the daemon's cgroup holds it.
 	Close bool
+	// Report asks the daemon for a run report of an exclusive or group
+	// job: ReportText or ReportJSON; "" for none. It is written after the
+	// job exits, to Stderr or ReportFile.
+	Report string
+	// ReportFile, when set, receives the report instead of Stderr.
+	ReportFile string
 	// Stdin, Stdout and Stderr are the job's standard files; nil for this
 	// process's own. Messages go to Stderr.
 	Stdin, Stdout, Stderr *os.File
@@ -232,6 +238,7 @@ func (j *job) wait(ctx context.Context) (int, bool) {
 		IfElapsedMS:   timeoutMS(j.o.IfElapsed),
 		Replace:       j.o.Replace,
 		ExpireAfterMS: timeoutMS(j.o.ExpireAfter),
+		Report:        j.o.Report != "",
 	}
 	if err := j.c.send(req); err != nil {
 		j.say("cannot send request to perflockd: %v", err)
@@ -428,14 +435,22 @@ func (j *job) runHeld(ctx context.Context, self, path string) int {
 		case <-waited:
 			ws, _ := h.cmd.ProcessState.Sys().(syscall.WaitStatus)
 			code := ExitStatus(ws)
+			var rep *proto.Report
+			why := "lost the connection to perflockd while the job ran"
 			if msgs != nil {
-				j.c.send(proto.Msg{Type: proto.TDone, Status: code})
+				err := j.c.send(proto.Msg{Type: proto.TDone, Status: code})
+				if j.o.Report != "" && err == nil {
+					rep, why = j.awaitReport(msgs)
+				}
 			}
 			j.c.close()
 			if ws.Signaled() {
 				j.verbose("%s: killed by signal %d (%v): exit status %d", printable(j.argv[0]), ws.Signal(), ws.Signal(), code)
 			} else {
 				j.verbose("%s: exit status %d", printable(j.argv[0]), code)
+			}
+			if j.o.Report != "" {
+				j.emitReport(rep, why)
 			}
 			return code
 		}

@@ -35,6 +35,7 @@ const (
 	envName  = "PERFLOCK_E2E_NAME"  // the job's name
 	envCount = "PERFLOCK_E2E_COUNT" // file to keep incrementing a counter in
 	envHold  = "PERFLOCK_E2E_HOLD"  // exit by itself after this long
+	envBurn  = "PERFLOCK_E2E_BURN"  // burn this much CPU, then report "burned NAME"; "forever": until told to exit
 )
 
 var binDir string // perfrun, pls, wholock, perflockd
@@ -108,6 +109,9 @@ func agentMain() {
 		}()
 	}
 	fmt.Fprintf(c, "start %s %d\n", name, os.Getpid())
+	if b := os.Getenv(envBurn); b != "" {
+		burnAndReport(c, name, b)
+	}
 	if d, err := time.ParseDuration(os.Getenv(envHold)); err == nil {
 		time.Sleep(d)
 		if beats != nil {

@@ -366,3 +366,41 @@ func TestSystemdGroupMembersRunTogether(t *testing.T) {
 	e.exit(x)
 	e.waitQueue("")
 }
+
+// perfrun --report under systemd: the job's CPU comes from its scope, the
+// scope has the cpu controller (CPUWeight), so throttling is measured, and a
+// frozen pls job's slice used no CPU.
+func TestSystemdReportMeasuresScopeAndFrozenSlice(t *testing.T) {
+	e := newSystemEnv(t)
+	p := e.job("pls", "P", nil, envBurn+"=forever")
+	e.started("P")
+	x := e.job("perfrun", "X", []string{"--report=json"}, envBurn+"=200ms")
+	used := e.burned("X")
+	e.finish("X", 0)
+	if code := e.exit(x); code != 0 {
+		t.Fatalf("perfrun --report=json: exit %d: %s", code, x.stderr)
+	}
+	r := reportOf(t, x)
+	t.Logf("report %+v; job %+v throttling %+v shared %+v", r, r.JobCPU, r.Throttling, r.Shared)
+	if r.Driver != "systemd" || r.JobCPU == nil || time.Duration(r.JobCPU.TotalUS)*time.Microsecond < used {
+		t.Fatalf("job CPU %+v (burned %v, unavailable %v)", r.JobCPU, used, r.Unavailable)
+	}
+	if r.Throttling == nil {
+		t.Errorf("no throttling figures in a scope with the cpu controller: %v", r.Unavailable)
+	}
+	if !strings.HasSuffix(r.JobCgroup, "/perflock.slice/perflock-exclusive.slice") {
+		t.Errorf("job figures from %q, want perflock-exclusive.slice", r.JobCgroup)
+	}
+	// A correct freeze uses no CPU, but in an emulated guest on a busy host
+	// a vCPU can stall between a task's freeze and its switch out, and the
+	// CPU time it used before is charged then: a sliver (123us seen), where
+	// the pls hog, had it run, would have used most of a CPU.
+	if r.Shared == nil || r.Shared.FrozenJobs != 1 || r.Shared.CPUUS > r.WallUS/100 {
+		t.Errorf("shared %+v (unavailable %v), want 1 frozen and no CPU to speak of", r.Shared, r.Unavailable)
+	} else if !r.Shared.FrozenThroughout {
+		t.Logf("the frozen shared side was charged %dus during the run", r.Shared.CPUUS)
+	}
+	e.finish("P", 0)
+	e.exit(p)
+	e.waitQueue("")
+}

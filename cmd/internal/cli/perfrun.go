@@ -54,6 +54,11 @@ to start a daemon: without a system daemon, perfrun starts a per-user one.`,
   # stop a sync stuck for more than 2 hours, then run this one
   perfrun --key sync --expire-after 2h -- ./sync.sh
 
+  # how clean was the run: the job's CPU, CPU used outside it, pressure, frozen pls jobs
+  perfrun --report -- ./bench
+  perfrun --report=json -- ./bench
+  perfrun --report-file run.json -- ./bench
+
   # who holds the machine, who waits
   wholock`)
 }
@@ -121,6 +126,9 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 					return usageError{fmt.Errorf("--key: %s", strings.Replace(err.Error(), "resource name", "a key", 1))}
 				}
 			}
+			if err := reportFlags(cmd, &o, args); err != nil {
+				return usageError{err}
+			}
 			o.IfElapsed = time.Duration(ifElapsed)
 			o.ExpireAfter = time.Duration(expireAfter)
 			o.Program = name
@@ -151,9 +159,47 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 	f.IntVarP(&o.ConflictExit, "conflict-exit-code", "E", runner.ExitConflict, "exit with `N` when the lock is not obtained (-n or -t)")
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no waiting status, no busy or timeout message")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "say when granted, where the job runs, when frozen or thawed, and its exit status")
+	if o.Mode == "shared" {
+		f.StringVar(&o.Report, "report", "", "not for pls: run reports are perfrun's")
+		f.StringVar(&o.ReportFile, "report-file", "", "not for pls: run reports are perfrun's")
+		f.MarkHidden("report")
+		f.MarkHidden("report-file")
+	} else {
+		f.StringVar(&o.Report, "report", "", "after CMD exits, report on stderr how clean the run was (see RUN REPORT), as `FORMAT` text (a bare --report) or json: --report=json, with '='")
+		f.StringVar(&o.ReportFile, "report-file", "", "write the run report to `PATH` instead of stderr: JSON unless --report=text; e.g. --report-file run.json")
+	}
+	f.Lookup("report").NoOptDefVal = runner.ReportText
 	f.StringVar(&o.Socket, "socket", "", "talk to the perflockd at `PATH` (default: see ENVIRONMENT)")
 	f.BoolVarP(&o.Close, "close", "o", false, "do not hand the lease descriptor to CMD (see LEASE)")
 	return cmd
+}
+
+// reportFlags checks --report and --report-file and sets o.Report: a
+// --report-file alone means JSON.
+func reportFlags(cmd *cobra.Command, o *runner.Options, args []string) error {
+	f := cmd.Flags()
+	if !f.Changed("report") && !f.Changed("report-file") {
+		return nil
+	}
+	if o.Mode == "shared" {
+		return fmt.Errorf("--report: run reports are for exclusive and group jobs; use perfrun --report")
+	}
+	if !f.Changed("report") {
+		o.Report = runner.ReportJSON
+	}
+	if o.Report != runner.ReportText && o.Report != runner.ReportJSON {
+		return fmt.Errorf("--report=%s: the format is text or json", o.Report)
+	}
+	if f.Changed("report-file") && o.ReportFile == "" {
+		return fmt.Errorf("--report-file: give a file name")
+	}
+	// A bare --report takes no separate value: "--report json -- CMD" would
+	// run a command called json.
+	if f.Lookup("report").Value.String() == runner.ReportText && f.Changed("report") && cmd.ArgsLenAtDash() != 0 &&
+		len(args) > 0 && (args[0] == runner.ReportJSON || args[0] == runner.ReportText) {
+		return fmt.Errorf("--report %s: write --report=%s, with '='", args[0], args[0])
+	}
+	return nil
 }
 
 // resourceList checks -L names and drops repeats; nil means the machine.
@@ -208,7 +254,33 @@ ENVIRONMENT
                    daemon's /run/perflock/perflock.sock if it exists, else a per-user
                    daemon at $XDG_RUNTIME_DIR/perflock/perflock.sock (or
                    /tmp/perflock-$UID/perflock.sock) that %[1]s starts on demand and
-                   that exits when idle; its log is perflockd.log beside the socket.`, name)
+                   that exits when idle; its log is perflockd.log beside the socket.`, name) + runReportManual(name)
+}
+
+// runReportManual is perfrun's RUN REPORT section.
+func runReportManual(name string) string {
+	if name != "perfrun" {
+		return ""
+	}
+	return `
+
+RUN REPORT
+  --report asks perflockd to measure the run, from the job's placement to its exit,
+  and prints after CMD exits (the exit status stays CMD's):
+    job CPU          CMD's own user and system CPU time (its cgroup's cpu.stat)
+    outside the job  CPU time the machine spent on anything else meanwhile: busy
+                     time in /proc/stat minus CMD's, and its share of all CPUs ×
+                     the wall time (to a tick per CPU, 10 ms)
+    machine busy     all busy CPU time meanwhile
+    CPU pressure     time in which CMD's runnable tasks waited for a CPU (PSI)
+    throttling       periods and time a CPU quota held CMD back (with the cpu
+                     controller only)
+    shared jobs      pls jobs frozen at the start, the CPU time pls jobs used during
+                     the run, and whether they stayed frozen: only if that is zero
+  A figure that cannot be measured says why (no cgroup with the none driver or a
+  job without the cpu resource; no PSI in the kernel). --report=json prints one
+  JSON line, --report-file PATH writes the report to PATH instead of stderr (JSON
+  unless --report=text). perfrun waits up to 5 s for the report after CMD exits.`
 }
 
 // timeoutValue is a -t flag: a Go duration or a number of seconds.
