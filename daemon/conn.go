@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/perflock/perflock/governor"
 	"github.com/perflock/perflock/proto"
 )
 
@@ -23,6 +24,9 @@ type conn struct {
 	cred *unix.Ucred
 	job  *job // loop-owned: the connection's request, once acquired
 	gone bool // loop-owned: closed() has run
+	// gov is the request's --governor, checked by the reader before it
+	// posts the acquire.
+	gov governor.Mode
 
 	mu          sync.Mutex
 	outbox      []proto.Msg
@@ -181,6 +185,14 @@ func (c *conn) read() {
 		c.drain()
 		return
 	case proto.TAcquire:
+		gov, code, err := c.s.checkGovernor(m)
+		if err != nil {
+			c.s.log.Info("refused", "pid", c.cred.Pid, "uid", c.cred.Uid, "governor", m.Governor, "reason", err)
+			c.fail(code, "%v", err)
+			c.drain()
+			return
+		}
+		c.gov = gov
 		c.nc.SetReadDeadline(time.Time{})
 		c.s.post(func() { c.s.acquire(c, m) })
 	default:

@@ -24,6 +24,7 @@ import (
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
+	"github.com/perflock/perflock/governor"
 	"github.com/perflock/perflock/lockq"
 	"github.com/perflock/perflock/proto"
 )
@@ -106,6 +107,12 @@ type Config struct {
 	// Metrics observes the daemon and serves MetricsAddr; it must be set
 	// when MetricsAddr is, and is unused otherwise.
 	Metrics Metrics
+	// CpufreqRoot is the cpufreq sysfs tree that --governor pins (default
+	// governor.DefaultSysfs); containers and tests point it elsewhere.
+	CpufreqRoot string
+	// GovernorState is where the settings before a pin are saved, so that
+	// a restarted daemon can restore them; default RunDir/governor.json.
+	GovernorState string
 	// Logger receives structured logs (default: slog.Default()).
 	Logger *slog.Logger
 	// OnReady, if set, is called once the daemon accepts connections.
@@ -200,6 +207,9 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
+	if cfg.GovernorState == "" {
+		cfg.GovernorState = filepath.Join(cfg.RunDir, "governor.json")
+	}
 	s := newServer(cfg, drv, policy)
 	s.ctx, s.stop = context.WithCancel(ctx)
 	s.state = st
@@ -216,6 +226,8 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
+	// A pin an earlier daemon left: kept for its adopted job, or restored.
+	s.startPin()
 	if st.started > 0 && st.waiters != 0 {
 		// Clients that waited on the earlier daemon reconnect and rejoin
 		// with their old tickets: new requests wait until they had time to.
@@ -336,6 +348,7 @@ type server struct {
 	graceUntil time.Time // until then, new requests are parked for rejoiners
 	parked     []func()
 	connsBy    map[uint32]int // open connections per uid
+	pin        pinState       // --governor
 }
 
 func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {
@@ -354,6 +367,7 @@ func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {
 		frozenSet: make(map[lockq.Ticket]bool),
 		connsBy:   make(map[uint32]int),
 		idleSince: time.Now(),
+		pin:       pinState{p: governor.New(cfg.CpufreqRoot, cfg.GovernorState), users: make(map[lockq.Ticket]bool)},
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/perflock/perflock/governor"
 	"github.com/perflock/perflock/lockq"
 	"github.com/perflock/perflock/proto"
 )
@@ -44,7 +45,8 @@ type job struct {
 	shared     bool
 	command    []string
 	maxRuntime time.Duration
-	key        string // --key, "" if none
+	key        string        // --key, "" if none
+	gov        governor.Mode // --governor: the CPU frequency pinned while it runs
 	state      jobState
 	since      time.Time // when it started waiting, then holding
 	place      Placement
@@ -113,7 +115,7 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 	j := &job{
 		conn: c, uid: uid, user: s.userName(uid), clientPID: int(c.cred.Pid),
 		mode: mode, resources: m.Resources, shared: mode.Kind == lockq.Shared,
-		command: m.Command, since: time.Now(), key: m.Key,
+		command: m.Command, since: time.Now(), key: m.Key, gov: c.gov,
 		maxRuntime: time.Duration(m.MaxRuntimeMS) * time.Millisecond,
 		report:     m.Report,
 	}
@@ -386,24 +388,40 @@ func (s *server) place(c *conn, pid int) {
 	}
 	spec := JobSpec{Ticket: uint64(j.ticket), Name: j.name, Shared: j.shared, User: j.user, Command: j.command, MaxRuntime: j.maxRuntime}
 	report := j.report
-	s.goFn(func() {
-		var p Placement = nonePlacement{pid: pid}
-		var err error
-		if !named {
-			p, err = s.drv.Place(s.ctx, spec, pid)
-		}
-		// A run report starts here, before the client lets the job exec.
-		var start *runSample
-		if err == nil && report {
-			start = firstSample(s.ctx, s.drv, p, named)
-		}
-		s.post(func() {
-			if start != nil {
-				j.runStart, j.frozenAt = start, s.frozenCount()
+	// The CPU frequency first (--governor), then the place: the held child
+	// runs the job only after placed.
+	s.pinThen(j, func() {
+		s.goFn(func() {
+			var p Placement = nonePlacement{pid: pid}
+			var err error
+			if !named {
+				p, err = s.drv.Place(s.ctx, spec, pid)
 			}
-			s.placed(j, pid, p, err)
+			// A run report starts here, before the client lets the job exec.
+			var start *runSample
+			if err == nil && report {
+				start = firstSample(s.ctx, s.drv, p, named)
+			}
+			s.post(func() {
+				if start != nil {
+					j.runStart, j.frozenAt = start, s.frozenCount()
+				}
+				s.placed(j, pid, p, err)
+			})
 		})
-	})
+	}, func(err error) { s.pinFailed(j, err) })
+}
+
+// pinFailed: the CPU frequency could not be pinned as j asked; the job
+// does not run.
+func (s *server) pinFailed(j *job, err error) {
+	s.log.Warn("job not started: CPU frequency not pinned", "job", j.name, "governor", j.gov.String(), "err", err)
+	j.state = stateGranted
+	if j.conn != nil {
+		j.conn.fail(proto.CodeUnavailable, "--governor %s: the job did not run: %v", j.gov, err)
+	} else {
+		s.maybeRelease(j)
+	}
 }
 
 // frozenCount is the number of shared jobs whose freeze is confirmed.
@@ -552,6 +570,7 @@ func (s *server) maybeRelease(j *job) {
 			s.log.Warn("removing job's place", "job", j.name, "err", err)
 		}
 	}
+	s.unpin(j)
 	acts, err := s.q.Release(j.ticket)
 	if err != nil {
 		s.log.Error("release", "job", j.name, "err", err)
@@ -664,6 +683,9 @@ func (s *server) list() []proto.Msg {
 		}
 		if j.place != nil {
 			ent.Where = j.place.Where()
+		}
+		if j.gov != governor.None {
+			ent.Governor = j.gov.String()
 		}
 		switch {
 		case !e.Holding:

@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/perflock/perflock/internal/atomicfile"
 )
 
@@ -142,6 +144,48 @@ func (p *Pinner) Pinned() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.saved != nil
+}
+
+// Mode is the mode Set pinned (or Adopt took over), None when not pinned.
+func (p *Pinner) Mode() Mode {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.saved == nil {
+		return None
+	}
+	m, err := ParseMode(p.saved.Mode)
+	if err != nil || m == None {
+		// A state file of an older format: pinned all the same.
+		return Performance
+	}
+	return m
+}
+
+// Check reports whether Set(mode) can work on this machine, changing
+// nothing: ErrNoCpufreq without cpufreq, ErrUnsupported for a mode the
+// driver cannot do, and an error wrapping fs.ErrPermission (or EROFS) when
+// this process may not write the settings (it is not root, or sysfs is
+// read-only). None always can.
+func (p *Pinner) Check(mode Mode) error {
+	if mode == None {
+		return nil
+	}
+	dirs, err := p.cpufreqDirs()
+	if err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		if _, _, err := p.plan(d, mode); err != nil {
+			return err
+		}
+		for _, name := range []string{"scaling_governor", "scaling_min_freq", "scaling_max_freq"} {
+			path := filepath.Join(p.sysfs, d, name)
+			if err := unix.Access(path, unix.W_OK); err != nil {
+				return fmt.Errorf("governor: cannot write %s: %w", path, err)
+			}
+		}
+	}
+	return nil
 }
 
 var cpuDir = regexp.MustCompile(`^cpu[0-9]+$`)

@@ -10,78 +10,36 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/perflock/perflock/internal/cpufreqtest"
 )
 
-// fake is a cpufreq sysfs tree in a temporary folder.
+// fake is a cpufreq sysfs tree in a temporary folder, and a state file.
 type fake struct {
+	*cpufreqtest.Tree
 	t     *testing.T
 	root  string
 	state string
 }
 
 const (
-	hwMax = "3500000"
-	hwMin = "400000"
+	hwMax = cpufreqtest.HWMax
+	hwMin = cpufreqtest.HWMin
 )
 
 // newFake makes n CPUs running schedutil between 800 MHz and 3 GHz; avail,
 // when not empty, is their scaling_available_frequencies.
 func newFake(t *testing.T, n int, avail string) *fake {
 	t.Helper()
-	f := &fake{t: t, root: filepath.Join(t.TempDir(), "cpu"), state: filepath.Join(t.TempDir(), "run", "governor.json")}
-	for i := range n {
-		attrs := map[string]string{
-			"scaling_governor":            "schedutil",
-			"scaling_min_freq":            "800000",
-			"scaling_max_freq":            "3000000",
-			"cpuinfo_max_freq":            hwMax,
-			"cpuinfo_min_freq":            hwMin,
-			"scaling_available_governors": "conservative ondemand userspace powersave performance schedutil",
-		}
-		if avail != "" {
-			attrs["scaling_available_frequencies"] = avail
-		}
-		f.mkCPU(i, attrs)
-	}
-	// Folders that are not CPUs.
-	os.MkdirAll(filepath.Join(f.root, "cpufreq"), 0o755)
-	os.MkdirAll(filepath.Join(f.root, "cpuidle"), 0o755)
-	return f
+	root := filepath.Join(t.TempDir(), "cpu")
+	return &fake{Tree: cpufreqtest.New(t, root, n, avail), t: t, root: root, state: filepath.Join(t.TempDir(), "run", "governor.json")}
 }
 
-func (f *fake) mkCPU(i int, attrs map[string]string) {
-	dir := filepath.Join(f.root, fmt.Sprintf("cpu%d", i), "cpufreq")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		f.t.Fatal(err)
-	}
-	for k, v := range attrs {
-		if err := os.WriteFile(filepath.Join(dir, k), []byte(v+"\n"), 0o644); err != nil {
-			f.t.Fatal(err)
-		}
-	}
-}
-
-func (f *fake) get(cpu int, attr string) string {
-	f.t.Helper()
-	b, err := os.ReadFile(filepath.Join(f.root, fmt.Sprintf("cpu%d", cpu), "cpufreq", attr))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
-// settings is one CPU's governor, min and max.
-func (f *fake) settings(cpu int) string {
-	return f.get(cpu, "scaling_governor") + " " + f.get(cpu, "scaling_min_freq") + "-" + f.get(cpu, "scaling_max_freq")
-}
+func (f *fake) settings(cpu int) string { return f.Settings(cpu) }
 
 func (f *fake) wantAll(n int, want string) {
 	f.t.Helper()
-	for i := range n {
-		if got := f.settings(i); got != want {
-			f.t.Errorf("cpu%d: %s, want %s", i, got, want)
-		}
-	}
+	f.WantAll(n, want)
 }
 
 func (f *fake) stateExists() bool {
@@ -115,7 +73,7 @@ func (f *fake) pinner(fail func(path, value string) error) *Pinner {
 	return p
 }
 
-const original = "schedutil 800000-3000000"
+const original = cpufreqtest.Original
 
 func TestParseMode(t *testing.T) {
 	for in, want := range map[string]Mode{
@@ -460,5 +418,56 @@ func TestAdopt(t *testing.T) {
 	}
 	if found, err := f.pinner(nil).Adopt(); found || err != nil {
 		t.Errorf("Adopt with no state file: %v, %v", found, err)
+	}
+}
+
+// Check finds what would make Set fail, without writing anything.
+func TestCheck(t *testing.T) {
+	f := newFake(t, 2, "")
+	p := f.pinner(func(path, _ string) error { return fmt.Errorf("wrote %s", path) })
+	for _, m := range []Mode{None, Performance, {Percent: 50}} {
+		if err := p.Check(m); err != nil {
+			t.Errorf("Check(%v): %v", m, err)
+		}
+	}
+	f.wantAll(2, original)
+	if f.stateExists() || p.Mode() != None {
+		t.Error("Check pinned")
+	}
+	os.WriteFile(filepath.Join(f.root, "cpu1", "cpufreq", "scaling_available_governors"), []byte("powersave\n"), 0o644)
+	if err := p.Check(Performance); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("Check(performance) without the governor: %v, want ErrUnsupported", err)
+	}
+	empty := newFake(t, 0, "")
+	if err := New(empty.root, empty.state).Check(Mode{Percent: 70}); !errors.Is(err, ErrNoCpufreq) {
+		t.Errorf("Check without cpufreq: %v, want ErrNoCpufreq", err)
+	}
+	if err := New(empty.root, empty.state).Check(None); err != nil {
+		t.Errorf("Check(none) without cpufreq: %v", err)
+	}
+}
+
+// Mode is what is pinned: by Set, or taken over by Adopt.
+func TestMode(t *testing.T) {
+	f := newFake(t, 2, "")
+	p := f.pinner(nil)
+	if err := p.Set(context.Background(), Mode{Percent: 70}); err != nil {
+		t.Fatal(err)
+	}
+	if m := p.Mode(); m != (Mode{Percent: 70}) {
+		t.Errorf("Mode after Set(70%%): %v", m)
+	}
+	q := f.pinner(nil)
+	if _, err := q.Adopt(); err != nil {
+		t.Fatal(err)
+	}
+	if m := q.Mode(); m != (Mode{Percent: 70}) {
+		t.Errorf("Mode after Adopt: %v", m)
+	}
+	if err := q.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if m := q.Mode(); m != None {
+		t.Errorf("Mode after Restore: %v", m)
 	}
 }

@@ -25,6 +25,8 @@ const (
 	MaxArgBytes  = 4096 // bytes in one word, as sent (longer words are cut by the client)
 	MaxResources = 16
 	MaxNameBytes = 128 // a resource name
+	// MaxGovernorBytes bounds an acquire's governor ("performance", "70%").
+	MaxGovernorBytes = 16
 )
 
 // Message types. Client to daemon: Hello, Acquire, Place, Done, List,
@@ -65,6 +67,9 @@ const (
 	CodeDenied   = "denied"   // not allowed for this user or pid
 	CodeLimit    = "limit"    // a per-user or daemon limit is reached
 	CodeInternal = "internal" // the daemon failed; the message says how
+	// CodeUnavailable: this daemon or machine cannot do what was asked,
+	// such as --governor where there is no cpufreq; the message says why.
+	CodeUnavailable = "unavailable"
 )
 
 // Msg is one message. Type says which of the other fields are meaningful;
@@ -105,6 +110,10 @@ type Msg struct {
 	// Report asks for a run report: the daemon takes its figures when the
 	// job is placed and answers done with a report message.
 	Report bool `json:"report,omitempty"`
+	// Governor pins the CPU frequency while the job runs: "performance",
+	// or a percentage of the highest frequency such as "70%"; "" or
+	// "none" leaves it alone. Exclusive and group jobs of the machine only.
+	Governor string `json:"governor,omitempty"`
 
 	// queued, waiting, granted, busy; acquire when rejoining; cancel
 	Ticket uint64 `json:"ticket,omitempty"`
@@ -159,6 +168,9 @@ type Entry struct {
 	ForMS     int64    `json:"for_ms"`          // how long it has been in that state
 	Where     string   `json:"where,omitempty"` // cgroup path or unit
 	Command   []string `json:"command"`
+	// Governor is the CPU frequency the job asked for (--governor), pinned
+	// while it runs: "performance" or a percentage such as "70%".
+	Governor string `json:"governor,omitempty"`
 }
 
 // Report is a run report: how clean an exclusive (or group) job's run was,
@@ -359,6 +371,9 @@ func (m *Msg) Validate() error {
 		} else if m.IfElapsedMS > 0 || m.Replace || m.ExpireAfterMS > 0 {
 			return bad("if_elapsed_ms, replace and expire_after_ms need a key")
 		}
+		if !validGovernor(m.Governor) {
+			return bad("governor: at most %d of [a-z0-9%%]", MaxGovernorBytes)
+		}
 	case TPlace:
 		if m.PID <= 0 {
 			return bad("no pid")
@@ -382,6 +397,20 @@ func (m *Msg) Validate() error {
 		return bad("unknown message type")
 	}
 	return nil
+}
+
+// validGovernor bounds a governor's length and characters; the daemon
+// parses what passes.
+func validGovernor(s string) bool {
+	if len(s) > MaxGovernorBytes {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '%') {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidName checks a resource name: 1 to MaxNameBytes of [A-Za-z0-9._-].

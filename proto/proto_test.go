@@ -116,6 +116,7 @@ func FuzzDecode(f *testing.F) {
 		`{"type":"done","status":1}`,
 		`{"type":"error","code":"invalid","message":"x"}`,
 		`{"type":"acquire","mode":"exclusive","command":[]}`,
+		`{"type":"acquire","mode":"exclusive","command":["./bench"],"governor":"70%"}`,
 		"\x00\xff{",
 	} {
 		f.Add([]byte(s))
@@ -205,5 +206,31 @@ func TestReportRoundTrip(t *testing.T) {
 	}
 	if _, err := Decode([]byte(`{"type":"report"}`)); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("report without figures: %v, want ErrMalformed", err)
+	}
+}
+
+// governor travels in acquire and in list entries; Validate bounds its
+// length and characters (the daemon parses what passes).
+func TestGovernorField(t *testing.T) {
+	for _, g := range []string{"performance", "70%", "none", "100", ""} {
+		m := Msg{Type: TAcquire, Mode: "exclusive", Command: []string{"x"}, Governor: g}
+		b, err := Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(b)
+		if err != nil || got.Governor != g {
+			t.Errorf("round trip of governor %q: %+v, %v", g, got, err)
+		}
+	}
+	for _, g := range []string{strings.Repeat("p", MaxGovernorBytes+1), "perf ormance", "70%\n", "Performance", "../x"} {
+		m := Msg{Type: TAcquire, Mode: "exclusive", Command: []string{"x"}, Governor: g}
+		if err := m.Validate(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Validate accepted governor %q: %v", g, err)
+		}
+	}
+	b, err := Encode(Msg{Type: TList, Entries: []Entry{{Job: "x-1", Governor: "70%"}}})
+	if err != nil || !bytes.Contains(b, []byte(`"governor":"70%"`)) {
+		t.Errorf("list entry: %s, %v", b, err)
 	}
 }

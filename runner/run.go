@@ -54,6 +54,10 @@ type Options struct {
 	// ExpireAfter, when positive, stops a job of the same Key that has
 	// held longer than this.
 	ExpireAfter time.Duration
+	// Governor pins the CPU frequency while the job runs (--governor):
+	// "performance" or a percentage such as "70%"; "" leaves it alone. The
+	// commands check it with governor.ParseMode.
+	Governor string
 	// ConflictExit is the exit status when the lock is not obtained (busy
 	// or timed out). The commands default it to ExitConflict; note that the
 	// zero value means 0.
@@ -239,6 +243,7 @@ func (j *job) wait(ctx context.Context) (int, bool) {
 		Replace:       j.o.Replace,
 		ExpireAfterMS: timeoutMS(j.o.ExpireAfter),
 		Report:        j.o.Report != "",
+		Governor:      j.o.Governor,
 	}
 	if err := j.c.send(req); err != nil {
 		j.say("cannot send request to perflockd: %v", err)
@@ -340,6 +345,10 @@ func (j *job) daemonError(m proto.Msg) int {
 	if m.Code == proto.CodeInvalid {
 		j.say("perflockd rejected the request: %s", printable(m.Message))
 		return ExitUsage
+	}
+	if m.Code == proto.CodeUnavailable {
+		j.say("%s", printable(m.Message)) // it says what cannot be done, and why
+		return ExitUnavailable
 	}
 	j.say("perflockd: %s: %s", m.Code, printable(m.Message))
 	return ExitUnavailable
@@ -480,6 +489,9 @@ func (j *job) awaitPlaced(ctx context.Context, h *heldChild) (int, bool) {
 					j.verbose("placed in %s", printable(r.msg.Where))
 				} else {
 					j.verbose("placed (driver %s: no cgroup)", printable(j.c.hello.Driver))
+				}
+				if j.o.Governor != "" {
+					j.verbose("CPU frequency pinned (--governor %s)", j.o.Governor)
 				}
 				return 0, true
 			case proto.TError:

@@ -12,8 +12,9 @@ import (
 )
 
 // WriteTable writes entries as wholock's table: a header, then one row per
-// entry in the given order, with columns STATE, MODE, USER, PID, TIME (held
-// or waited), WHERE ("-" when none) and COMMAND. When width > 0, COMMAND is
+// entry in the given order, with columns STATE, MODE (with the job's
+// --governor in parentheses, if any), USER, PID, TIME (held or waited),
+// WHERE ("-" when none) and COMMAND. When width > 0, COMMAND is
 // cut so that rows fit in width columns. No entries: the line "no jobs".
 // Strings from the daemon are made printable.
 func WriteTable(w io.Writer, entries []proto.Entry, width int) error {
@@ -27,9 +28,13 @@ func WriteTable(w io.Writer, entries []proto.Entry, width int) error {
 		if where == "" {
 			where = "-"
 		}
+		mode := printable(e.Mode)
+		if e.Governor != "" {
+			mode += " (" + printable(e.Governor) + ")"
+		}
 		rows = append(rows, []string{
 			printable(e.State),
-			printable(e.Mode),
+			mode,
 			printable(e.User),
 			strconv.Itoa(e.PID),
 			HumanDuration(time.Duration(e.ForMS) * time.Millisecond),

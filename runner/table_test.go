@@ -50,3 +50,14 @@ func TestWriteTableWithoutWidthKeepsWholeCommand(t *testing.T) {
 		t.Errorf("command cut without a width: %q", b.String())
 	}
 }
+
+func TestWriteTableShowsTheGovernorInMode(t *testing.T) {
+	var b strings.Builder
+	entries := []proto.Entry{{State: "running", Mode: "exclusive", Governor: "70%", User: "ana", Command: []string{"./bench"}}}
+	if err := WriteTable(&b, entries, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "running  exclusive (70%)  ana") {
+		t.Errorf("got %q", b.String())
+	}
+}

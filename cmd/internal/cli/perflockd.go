@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/perflock/perflock/daemon"
+	"github.com/perflock/perflock/governor"
 	"github.com/perflock/perflock/lockq"
 	"github.com/perflock/perflock/runner"
 )
@@ -25,6 +26,7 @@ import (
 func NewPerflockd() *cobra.Command {
 	var (
 		socket, driver, policy, cgroupName, logLevel, logFormat string
+		cpufreqRoot                                             string
 		idleExit, maxExclusiveRuntime                           time.Duration
 		maxWaiting, maxConns, maxConnsPerUser                   int
 		sharedQuota                                             float64
@@ -46,6 +48,15 @@ running.
 STATE
   perfrun --key history (when each key last completed successfully) is kept in
   history.json: in /var/lib/perflock for the system daemon, else beside the socket.
+
+GOVERNOR
+  perfrun --governor pins the CPU frequency through cpufreq in sysfs (--cpufreq-root)
+  while an exclusive or group job runs; only a daemon running as root can, and
+  only where the kernel has a cpufreq driver. Before it changes anything, it saves
+  every CPU's governor and frequency range to governor.json beside the socket
+  (/run/perflock for the system daemon). A restarted perflockd keeps the pin while
+  a job it adopts from the earlier one runs and restores the settings when that
+  job ends; when no such job runs, it restores them at once.
 
 SOCKET
   The socket systemd passes (perflockd.socket, socket activation); else
@@ -106,7 +117,8 @@ EXIT STATUS
 				Policy: pol, Driver: driver, CgroupName: cgroupName,
 				IdleExit: idleExit, MaxWaiting: maxWaiting, Logger: log,
 				MaxConns: maxConns, MaxConnsPerUser: maxConnsPerUser,
-				Throttle: daemon.Throttle{CPUQuota: sharedQuota / 100, CPUs: sharedCPUs, MemoryHigh: sharedMemHigh},
+				Throttle:    daemon.Throttle{CPUQuota: sharedQuota / 100, CPUs: sharedCPUs, MemoryHigh: sharedMemHigh},
+				CpufreqRoot: cpufreqRoot,
 			}
 			if maxExclusiveRuntime < 0 {
 				return usageError{fmt.Errorf("--max-exclusive-runtime must not be negative")}
@@ -163,6 +175,7 @@ EXIT STATUS
 	f.Float64Var(&sharedQuota, "shared-cpu-quota", 0, "systemd: cap each pls job at `PERCENT` of one CPU (CPUQuota=; 0: no cap)")
 	f.StringVar(&sharedCPUs, "shared-cpus", "", "systemd: run pls jobs only on these `CPUS` (AllowedCPUs=, e.g. 0-3)")
 	f.Uint64Var(&sharedMemHigh, "shared-memory-high", 0, "systemd: MemoryHigh= of each pls job in `BYTES` (0: none)")
+	f.StringVar(&cpufreqRoot, "cpufreq-root", governor.DefaultSysfs, "the sysfs `PATH` of the CPUs whose cpufreq settings perfrun --governor pins, for containers and tests")
 	f.IntVar(&maxWaiting, "max-waiting", daemon.DefaultMaxWaiting, "waiting requests allowed per user")
 	f.IntVar(&maxConns, "max-conns", daemon.DefaultMaxConns, "open client connections allowed in all (raise the fd limit to match)")
 	f.IntVar(&maxConnsPerUser, "max-conns-per-user", daemon.DefaultMaxConnsPerUser, "open client connections allowed per user")

@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/perflock/perflock/governor"
+	"github.com/perflock/perflock/lockq"
 	"github.com/perflock/perflock/proto"
 	"github.com/perflock/perflock/runner"
 )
@@ -58,6 +60,8 @@ to start a daemon: without a system daemon, perfrun starts a per-user one.`,
   perfrun --report -- ./bench
   perfrun --report=json -- ./bench
   perfrun --report-file run.json -- ./bench
+  # the CPU frequency fixed at 70% of the highest while the benchmark runs
+  perfrun --governor 70% -- ./bench
 
   # who holds the machine, who waits
   wholock`)
@@ -91,6 +95,7 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 	var timeout, maxRuntime, ifElapsed, expireAfter timeoutValue
 	var resources []string
 	var group uint32
+	var gov string
 	cmd := &cobra.Command{
 		Use:     name + " [flags] [--] CMD [ARG...]",
 		Short:   "run a command under perflock's fair machine lock",
@@ -121,6 +126,19 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 				}
 				o.Mode = fmt.Sprintf("group(%d)", group)
 			}
+			if cmd.Flags().Changed("governor") && o.Mode == "shared" {
+				return usageError{fmt.Errorf("--governor: pls jobs share the machine and never pin the CPU frequency; use perfrun --governor")}
+			}
+			mode, err := governor.ParseMode(gov)
+			if err != nil || (gov == "" && cmd.Flags().Changed("governor")) {
+				return usageError{fmt.Errorf("--governor %q: want performance, none, or a percentage from 1 to 100 such as 70 or 70%%", gov)}
+			}
+			if mode != governor.None && res != nil && !slices.Contains(res, lockq.Machine) {
+				return usageError{fmt.Errorf("--governor pins the whole machine's CPU frequency: it needs the machine (add -L %s)", lockq.Machine)}
+			}
+			if mode != governor.None {
+				o.Governor = mode.String()
+			}
 			if o.Key != "" {
 				if err := proto.ValidName(o.Key); err != nil {
 					return usageError{fmt.Errorf("--key: %s", strings.Replace(err.Error(), "resource name", "a key", 1))}
@@ -150,6 +168,12 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 		f.MarkHidden("group")
 	} else {
 		f.Uint32Var(&group, "group", 0, "a group lock: jobs with the same `ID` run together, all others are excluded, and a new one joins a running group at once; e.g. --group 7")
+	}
+	if o.Mode == "shared" {
+		f.StringVar(&gov, "governor", "", "not for pls: pinning the CPU frequency is perfrun's")
+		f.MarkHidden("governor")
+	} else {
+		f.StringVar(&gov, "governor", "none", "pin the CPU frequency while CMD runs (see GOVERNOR); `MODE` is performance, a percentage of the highest frequency such as 70 or 70%, or none; e.g. --governor performance")
 	}
 	f.Var(&maxRuntime, "max-runtime", "stop CMD (SIGTERM, SIGKILL 10s later) once it has run `DURATION`; e.g. --max-runtime 2h")
 	f.StringVar(&o.Key, "key", "", "name this job across runs as `NAME` for --if-elapsed, --replace, --expire-after (default: a hash of the command line)")
@@ -231,7 +255,8 @@ EXIT STATUS
                 waiting (130 for Ctrl-C)
   75            the lock was not obtained: busy with -n, or -t expired (-E changes it)
   64            bad usage, or the daemon rejected the request as invalid
-  69            no perflockd reachable or startable, or it failed
+  69            no perflockd reachable or startable, or it failed or cannot do
+                what was asked
   126           CMD was found but cannot be executed
   127           CMD was not found (checked before waiting in line)
 
@@ -248,13 +273,37 @@ LEASE
   hands its lock to the command: with the none driver (no cgroups) the lease then
   lasts until the last copy is closed, even if %[1]s is killed. -o keeps it from
   CMD. With cgroups, the lease lasts until the job's cgroup is empty as well.
-
+%[2]s
 ENVIRONMENT
   PERFLOCK_SOCKET  the daemon's socket, like --socket. Otherwise the system
                    daemon's /run/perflock/perflock.sock if it exists, else a per-user
                    daemon at $XDG_RUNTIME_DIR/perflock/perflock.sock (or
                    /tmp/perflock-$UID/perflock.sock) that %[1]s starts on demand and
-                   that exits when idle; its log is perflockd.log beside the socket.`, name) + runReportManual(name)
+                   that exits when idle; its log is perflockd.log beside the socket.`, name, governorManual(name)+runReportManual(name))
+}
+
+// governorManual is perfrun's GOVERNOR section; pls has none. It and
+// runReportManual stand between LEASE and ENVIRONMENT.
+func governorManual(name string) string {
+	if name != "perfrun" {
+		return ""
+	}
+	return `
+GOVERNOR
+  --governor pins the frequency of every CPU through cpufreq while CMD runs, and
+  puts the earlier settings back when the job's lease ends. performance selects
+  the performance governor at the highest frequency; a percentage from 1 to 100
+  (70 or 70%) fixes every CPU at that share of its highest frequency (the nearest
+  one the driver offers); none, the default, leaves the frequency alone.
+  Pinning needs a cpufreq driver (most virtual machines have none) and the
+  system perflockd, which runs as root: without them perfrun fails at once,
+  before waiting in line, with exit status 69. If the pin cannot be set when the
+  job's turn comes, the job does not run (exit 69). Group jobs share one pin: the
+  first to ask pins, the last to end restores; a member that asks for another
+  mode while it is in force is refused (exit 69), one without --governor runs
+  under it. The daemon saves the settings before it changes them, so a restarted
+  perflockd keeps the pin for a job that still runs and restores them after.
+`
 }
 
 // runReportManual is perfrun's RUN REPORT section.
@@ -263,7 +312,6 @@ func runReportManual(name string) string {
 		return ""
 	}
 	return `
-
 RUN REPORT
   --report asks perflockd to measure the run, from the job's placement to its exit,
   and prints after CMD exits (the exit status stays CMD's):
@@ -280,7 +328,8 @@ RUN REPORT
   A figure that cannot be measured says why (no cgroup with the none driver or a
   job without the cpu resource; no PSI in the kernel). --report=json prints one
   JSON line, --report-file PATH writes the report to PATH instead of stderr (JSON
-  unless --report=text). perfrun waits up to 5 s for the report after CMD exits.`
+  unless --report=text). perfrun waits up to 5 s for the report after CMD exits.
+`
 }
 
 // timeoutValue is a -t flag: a Go duration or a number of seconds.

@@ -21,9 +21,11 @@ func NewWholock() *cobra.Command {
 machine (in the order they were granted), then those that wait (in line order).
 
 Columns: STATE (running, frozen, freezing, granted: held but not started yet,
-waiting), MODE (exclusive, shared, group(ID)), USER, PID (of the perfrun or pls
-process), TIME (held or waited so far), WHERE (the job's cgroup or unit, "-" when
-none) and COMMAND (cut to fit the terminal). An empty queue prints "no jobs".
+waiting), MODE (exclusive, shared, group(ID); with perfrun --governor's CPU
+frequency in parentheses, e.g. exclusive (performance)), USER, PID (of the
+perfrun or pls process), TIME (held or waited so far), WHERE (the job's cgroup or
+unit, "-" when none) and COMMAND (cut to fit the terminal). An empty queue prints
+"no jobs".
 
 --cancel JOB cancels a job by its name (x-42, as --json's "job" shows) or ticket: a
 waiting request leaves the queue (its perfrun or pls exits 75, saying who cancelled
