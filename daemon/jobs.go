@@ -262,7 +262,7 @@ func (s *server) apply(acts []lockq.Action) {
 			s.log.Info("timed out", "job", j.name, "user", j.user, "pid", j.clientPID)
 		}
 	}
-	s.dirty = true
+	s.changed()
 	s.wantFrozen = len(s.frozenSet) > 0
 	s.steerFreezer()
 }
@@ -323,6 +323,7 @@ func (s *server) confirmFrozen() {
 			continue
 		}
 		s.frozenSet[t] = true
+		s.changed()
 		if j := s.jobs[t]; j != nil && !j.frozen {
 			j.frozen = true
 			if j.conn != nil {
@@ -384,6 +385,7 @@ func (s *server) placed(j *job, pid int, p Placement, err error) {
 		return
 	}
 	j.state, j.place, j.childPID = stateRunning, p, pid
+	s.changed()
 	if j.conn != nil {
 		j.conn.send(proto.Msg{Type: proto.TPlaced, Where: p.Where()})
 	}
@@ -444,6 +446,7 @@ func (s *server) closed(c *conn) {
 	}
 	delete(s.conns, c)
 	c.gone = true
+	s.unwatch(c)
 	j := c.job
 	if j == nil {
 		return

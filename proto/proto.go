@@ -28,7 +28,7 @@ const (
 )
 
 // Message types. Client to daemon: Hello, Acquire, Place, Done, List,
-// Cancel. Daemon to client: Hello, Queued, Waiting, Granted, Placed, Busy,
+// Watch, Cancel. Daemon to client: Hello, Queued, Waiting, Granted, Placed, Busy,
 // Expired, Skipped, Frozen, Thawed, List, Cancelled, Error.
 const (
 	THello   = "hello"
@@ -36,6 +36,7 @@ const (
 	TPlace   = "place"
 	TDone    = "done"
 	TList    = "list"
+	TWatch   = "watch" // the listing now and whenever the queue changes, until the client closes
 	TCancel  = "cancel"
 
 	TQueued  = "queued"
@@ -287,7 +288,7 @@ func (m *Msg) Validate() error {
 		if m.Ticket == 0 && m.Job == "" {
 			return bad("no ticket or job")
 		}
-	case TDone, TList, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TSkipped, TFrozen, TThawed, TCancelled:
+	case TDone, TList, TWatch, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TSkipped, TFrozen, TThawed, TCancelled:
 	case TError:
 		if m.Code == "" {
 			return bad("no code")
