@@ -28,11 +28,14 @@ type conn struct {
 	// posts the acquire.
 	gov governor.Mode
 
+	watch *watcher // loop-owned: set for a watching connection
+
 	mu          sync.Mutex
 	outbox      []proto.Msg
 	closeAfter  bool // close once the outbox is written
 	dead        bool
 	writing     bool // a writer goroutine runs; started on demand
+	watching    bool // a watcher: no write deadline; the loop hears when all is written
 	stopOnClose func() bool
 }
 
@@ -85,6 +88,18 @@ func (c *conn) finishAll(msgs []proto.Msg) {
 	c.signal()
 }
 
+// sendListing queues a watcher's listing (the loop queues one only when the
+// last one is written, so the outbox holds at most one).
+func (c *conn) sendListing(msgs []proto.Msg) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.closeAfter {
+		return
+	}
+	c.outbox = append(c.outbox, msgs...)
+	c.signal()
+}
+
 // signal starts the writer unless it runs; c.mu is held. A writer runs
 // only while there is something to write: most waiters hear little, and
 // 10,000 of them should not keep 10,000 idle goroutines.
@@ -100,20 +115,30 @@ func (c *conn) fail(code, format string, a ...any) {
 }
 
 // write sends queued messages in order, and returns once the outbox is
-// empty or the connection dead.
+// empty or the connection dead. A watcher's writes have no deadline: one
+// that reads slowly is never dropped for it, and costs at most the listing
+// being written; the loop hears when it is written.
 func (c *conn) write() {
 	for {
 		c.mu.Lock()
-		msgs, closeAfter := c.outbox, c.closeAfter
+		msgs, closeAfter, watching := c.outbox, c.closeAfter, c.watching
 		c.outbox = nil
 		if c.dead || (len(msgs) == 0 && !closeAfter) {
 			c.writing = false
+			drained := watching && !c.dead
 			c.mu.Unlock()
+			if drained {
+				c.s.post(func() { c.s.watchDrained(c) })
+			}
 			return
 		}
 		c.mu.Unlock()
 		for _, m := range msgs {
-			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if watching {
+				c.nc.SetWriteDeadline(time.Time{})
+			} else {
+				c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			}
 			if err := proto.Write(c.nc, m); err != nil {
 				// Usually a client that left (broken pipe): nothing to warn of.
 				c.s.log.Debug("writing to a client failed; dropping it", "pid", c.cred.Pid, "uid", c.cred.Uid, "type", m.Type, "err", err)
@@ -184,6 +209,17 @@ func (c *conn) read() {
 		c.s.post(func() { c.finishAll(c.s.list()) })
 		c.drain()
 		return
+	case proto.TWatch:
+		// No read deadline: the client closing ends the watch.
+		c.nc.SetReadDeadline(time.Time{})
+		c.s.post(func() { c.s.startWatching(c) })
+		if m, err := r.Read(); err == nil {
+			c.fail(proto.CodeInvalid, "unexpected %s message: a watch ends when the client closes", m.Type)
+			c.drain()
+		} else {
+			c.readFailed(err)
+		}
+		return
 	case proto.TAcquire:
 		gov, code, err := c.s.checkGovernor(m)
 		if err != nil {
@@ -196,7 +232,7 @@ func (c *conn) read() {
 		c.nc.SetReadDeadline(time.Time{})
 		c.s.post(func() { c.s.acquire(c, m) })
 	default:
-		c.fail(proto.CodeInvalid, "expected acquire, list or cancel, got %s", m.Type)
+		c.fail(proto.CodeInvalid, "expected acquire, list, watch or cancel, got %s", m.Type)
 		c.drain()
 		return
 	}

@@ -212,6 +212,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	s := newServer(cfg, drv, policy)
 	s.ctx, s.stop = context.WithCancel(ctx)
+	if testHookServer != nil {
+		testHookServer(s)
+	}
 	s.state = st
 	s.history = hist
 	s.q.Reserve(st.started)
@@ -349,6 +352,9 @@ type server struct {
 	parked     []func()
 	connsBy    map[uint32]int // open connections per uid
 	pin        pinState       // --governor
+	watchers   map[*conn]struct{}
+	watchDue   bool        // some watcher may need a listing
+	watchTimer *time.Timer // when a watcher's coalescing interval ends
 }
 
 func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {
@@ -366,6 +372,7 @@ func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {
 		users:     make(map[uint32]string),
 		frozenSet: make(map[lockq.Ticket]bool),
 		connsBy:   make(map[uint32]int),
+		watchers:  make(map[*conn]struct{}),
 		idleSince: time.Now(),
 		pin:       pinState{p: governor.New(cfg.CpufreqRoot, cfg.GovernorState), users: make(map[lockq.Ticket]bool)},
 	}
@@ -408,6 +415,9 @@ func (s *server) serve(ln *net.UnixListener) error {
 
 	deadline := time.NewTimer(time.Hour)
 	deadline.Stop()
+	s.watchTimer = time.NewTimer(time.Hour)
+	s.watchTimer.Stop()
+	defer s.watchTimer.Stop()
 	status := time.NewTicker(statusInterval)
 	defer status.Stop()
 	var grace <-chan time.Time
@@ -430,6 +440,8 @@ func (s *server) serve(ln *net.UnixListener) error {
 			f()
 		case now := <-deadline.C:
 			s.apply(s.q.Expire(now))
+		case <-s.watchTimer.C:
+			s.watchDue = true
 		case <-grace:
 			parked := s.parked
 			s.parked = nil
@@ -444,6 +456,9 @@ func (s *server) serve(ln *net.UnixListener) error {
 				s.log.Info("idle, exiting", "after", s.cfg.IdleExit.String())
 				return nil
 			}
+		}
+		if s.watchDue {
+			s.feedWatchers(time.Now())
 		}
 		if d, ok := s.q.NextDeadline(); ok {
 			deadline.Reset(time.Until(d))

@@ -281,7 +281,7 @@ func (s *server) apply(acts []lockq.Action) {
 			s.obs.TimedOut(j.mode.Kind)
 		}
 	}
-	s.dirty = true
+	s.changed()
 	s.wantFrozen = len(s.frozenSet) > 0
 	s.steerFreezer()
 }
@@ -343,6 +343,7 @@ func (s *server) confirmFrozen() {
 			continue
 		}
 		s.frozenSet[t] = true
+		s.changed()
 		if j := s.jobs[t]; j != nil && !j.frozen {
 			j.frozen = true
 			if j.conn != nil {
@@ -447,6 +448,7 @@ func (s *server) placed(j *job, pid int, p Placement, err error) {
 		return
 	}
 	j.state, j.place, j.childPID = stateRunning, p, pid
+	s.changed()
 	if j.conn != nil {
 		j.conn.send(proto.Msg{Type: proto.TPlaced, Where: p.Where()})
 	}
@@ -528,6 +530,7 @@ func (s *server) closed(c *conn) {
 	}
 	delete(s.conns, c)
 	c.gone = true
+	s.unwatch(c)
 	j := c.job
 	if j == nil {
 		return

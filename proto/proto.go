@@ -29,7 +29,7 @@ const (
 	MaxGovernorBytes = 16
 )
 
-// Message types. Client to daemon: Hello, Acquire, Place, Done, List,
+// Message types. Client to daemon: Hello, Acquire, Place, Done, List, Watch,
 // Cancel. Daemon to client: Hello, Queued, Waiting, Granted, Placed, Busy,
 // Expired, Skipped, Frozen, Thawed, Report, List, Cancelled, Error.
 const (
@@ -38,6 +38,7 @@ const (
 	TPlace   = "place"
 	TDone    = "done"
 	TList    = "list"
+	TWatch   = "watch" // the listing now and whenever the queue changes, until the client closes
 	TCancel  = "cancel"
 
 	TQueued  = "queued"
@@ -386,7 +387,7 @@ func (m *Msg) Validate() error {
 		if m.Figures == nil {
 			return bad("no figures")
 		}
-	case TDone, TList, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TSkipped, TFrozen, TThawed, TCancelled:
+	case TDone, TList, TWatch, TQueued, TWaiting, TGranted, TPlaced, TBusy, TExpired, TSkipped, TFrozen, TThawed, TCancelled:
 	case TError:
 		if m.Code == "" {
 			return bad("no code")

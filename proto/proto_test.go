@@ -15,6 +15,7 @@ func TestRoundTripOfEveryClientMessage(t *testing.T) {
 		{Type: TPlace, PID: 42},
 		{Type: TDone, Status: 3},
 		{Type: TList},
+		{Type: TWatch},
 	} {
 		b, err := Encode(m)
 		if err != nil {

@@ -50,8 +50,14 @@ type received struct {
 // there. Failures wrap ErrUnavailable (or ErrVersion) with a message that
 // says what to do.
 func dial(ctx context.Context, sock Socket, client string) (*conn, error) {
+	return dialStart(ctx, sock, client, !sock.System)
+}
+
+// dialStart is dial; start says whether to start a daemon when none
+// listens (never for the system socket).
+func dialStart(ctx context.Context, sock Socket, client string, start bool) (*conn, error) {
 	uc, err := connect(ctx, sock.Path)
-	if err != nil && !sock.System && noListener(err) {
+	if err != nil && start && !sock.System && noListener(err) {
 		uc, err = autostart(ctx, sock)
 	}
 	if err != nil {

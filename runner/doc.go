@@ -2,7 +2,7 @@
 // socket (starting a per-user daemon when none runs), waits in the queue,
 // runs the job as a child that starts inside its cgroup, forwards signals and
 // passes the job's exit status through. The commands perfrun, pls and wholock
-// are thin wrappers around [Run] and [List].
+// are thin wrappers around [Run], [List] and [Watch].
 //
 // # Exit status
 //

@@ -14,8 +14,10 @@ import (
 // WriteTable writes entries as wholock's table: a header, then one row per
 // entry in the given order, with columns STATE, MODE (with the job's
 // --governor in parentheses, if any), USER, PID, TIME (held or waited),
-// WHERE ("-" when none) and COMMAND. When width > 0, COMMAND is
-// cut so that rows fit in width columns. No entries: the line "no jobs".
+// WHERE ("-" when none) and COMMAND. When width > 0, COMMAND is cut so
+// that rows fit in width columns; to leave COMMAND some room, long WHERE
+// paths are cut at their start, keeping the job's name at their end.
+// No entries: the line "no jobs".
 // Strings from the daemon are made printable.
 func WriteTable(w io.Writer, entries []proto.Entry, width int) error {
 	if len(entries) == 0 {
@@ -53,11 +55,21 @@ func WriteTable(w io.Writer, entries []proto.Entry, width int) error {
 	for _, n := range widths {
 		prefix += n + 2
 	}
+	const whereCol, minCommand, minWhere = 5, 20, 12
+	if short := prefix + minCommand - width; width > 0 && short > 0 && widths[whereCol] > minWhere {
+		cut := min(short, widths[whereCol]-minWhere)
+		widths[whereCol] -= cut
+		prefix -= cut
+	}
 	var b strings.Builder
 	for _, r := range rows {
 		for i := range last {
-			b.WriteString(r[i])
-			b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(r[i])+2))
+			cell := r[i]
+			if i == whereCol {
+				cell = truncateStart(cell, widths[i])
+			}
+			b.WriteString(cell)
+			b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(cell)+2))
 		}
 		cmd := r[last]
 		if width > 0 {
@@ -68,4 +80,14 @@ func WriteTable(w io.Writer, entries []proto.Entry, width int) error {
 	}
 	_, err := fmt.Fprint(w, b.String())
 	return err
+}
+
+// truncateStart cuts s to at most n runes, keeping its end, starting it
+// with "…" when cut.
+func truncateStart(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n || n <= 0 {
+		return s
+	}
+	return "…" + string(r[len(r)-n+1:])
 }
