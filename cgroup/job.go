@@ -195,15 +195,6 @@ func statFromMetrics(m *stats.Metrics) (Stat, bool) {
 
 // readCPUStat reads and parses the job's cpu.stat with the package's own parser.
 func (j *Job) readCPUStat() (Stat, error) {
-	p := filepath.Join(j.dir, cpuStatFile)
-	f, err := os.Open(p)
-	if err != nil {
-		return Stat{}, err
-	}
-	defer f.Close()
-	s, err := parseCPUStat(f)
-	if err != nil {
-		return Stat{}, fmt.Errorf("%s: %w", p, err)
-	}
-	return s, nil
+	s, err := ReadCPUStat(j.dir)
+	return s.Stat, err
 }

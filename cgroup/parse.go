@@ -65,12 +65,6 @@ type Stat struct {
 	Throttled time.Duration
 }
 
-// parseCPUStat parses cpu.stat. Missing keys read as zero.
-func parseCPUStat(r io.Reader) (Stat, error) {
-	s, err := parseCPUStatFull(r)
-	return s.Stat, err
-}
-
 // parsePids parses cgroup.procs: one decimal pid per line.
 func parsePids(r io.Reader) ([]int, error) {
 	var pids []int

@@ -45,13 +45,15 @@ func TestParseEvents(t *testing.T) {
 
 func TestParseCPUStat(t *testing.T) {
 	in := "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\nnr_throttled 0\nthrottled_usec 20\nnr_bursts 0\nburst_usec 0\n"
-	got, err := parseCPUStat(strings.NewReader(in))
+	st, err := parseCPUStat(strings.NewReader(in))
+	got := st.Stat
 	want := Stat{CPU: 1500 * time.Microsecond, User: time.Millisecond, System: 500 * time.Microsecond, Throttled: 20 * time.Microsecond}
 	if err != nil || got != want {
 		t.Fatalf("parseCPUStat = %+v, %v; want %+v", got, err, want)
 	}
 	// Without the cpu controller only the first keys exist.
-	got, err = parseCPUStat(strings.NewReader("usage_usec 3\nuser_usec 2\nsystem_usec 1\nnice_usec 0\n"))
+	st, err = parseCPUStat(strings.NewReader("usage_usec 3\nuser_usec 2\nsystem_usec 1\nnice_usec 0\n"))
+	got = st.Stat
 	want = Stat{CPU: 3 * time.Microsecond, User: 2 * time.Microsecond, System: time.Microsecond}
 	if err != nil || got != want {
 		t.Fatalf("parseCPUStat without cpu controller = %+v, %v; want %+v", got, err, want)

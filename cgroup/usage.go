@@ -40,16 +40,16 @@ func ReadCPUStat(dir string) (CPUStat, error) {
 		return CPUStat{}, err
 	}
 	defer f.Close()
-	s, err := parseCPUStatFull(f)
+	s, err := parseCPUStat(f)
 	if err != nil {
 		return CPUStat{}, fmt.Errorf("%s: %w", p, err)
 	}
 	return s, nil
 }
 
-// parseCPUStatFull parses cpu.stat. Missing keys read as zero; Throttling says whether the
+// parseCPUStat parses cpu.stat. Missing keys read as zero; Throttling says whether the
 // throttling keys are there.
-func parseCPUStatFull(r io.Reader) (CPUStat, error) {
+func parseCPUStat(r io.Reader) (CPUStat, error) {
 	m, err := parseKeyed(r)
 	if err != nil {
 		return CPUStat{}, err

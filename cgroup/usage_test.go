@@ -11,17 +11,17 @@ import (
 
 func TestParseCPUStatFullTellsWhetherThrottlingIsMeasured(t *testing.T) {
 	withCPU := "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 40\nnr_throttled 3\nthrottled_usec 20\nnr_bursts 0\nburst_usec 0\n"
-	got, err := parseCPUStatFull(strings.NewReader(withCPU))
+	got, err := parseCPUStat(strings.NewReader(withCPU))
 	want := CPUStat{Stat: Stat{CPU: 1500 * time.Microsecond, User: time.Millisecond, System: 500 * time.Microsecond, Throttled: 20 * time.Microsecond}, NrThrottled: 3, Throttling: true}
 	if err != nil || got != want {
 		t.Fatalf("with the cpu controller = %+v, %v; want %+v", got, err, want)
 	}
-	got, err = parseCPUStatFull(strings.NewReader("usage_usec 3\nuser_usec 2\nsystem_usec 1\nnice_usec 0\n"))
+	got, err = parseCPUStat(strings.NewReader("usage_usec 3\nuser_usec 2\nsystem_usec 1\nnice_usec 0\n"))
 	want = CPUStat{Stat: Stat{CPU: 3 * time.Microsecond, User: 2 * time.Microsecond, System: time.Microsecond}}
 	if err != nil || got != want {
 		t.Fatalf("without the cpu controller = %+v, %v; want %+v", got, err, want)
 	}
-	if _, err := parseCPUStatFull(strings.NewReader("usage_usec x\n")); !errors.Is(err, ErrInvalidFormat) {
+	if _, err := parseCPUStat(strings.NewReader("usage_usec x\n")); !errors.Is(err, ErrInvalidFormat) {
 		t.Fatalf("bad value: error %v, want ErrInvalidFormat", err)
 	}
 }
