@@ -77,26 +77,22 @@ func (c *conn) finish(m proto.Msg) {
 
 // finishAll queues msgs, however many (a listing, bounded by the queue's
 // size), as the last messages; the connection closes once they are written.
-func (c *conn) finishAll(msgs []proto.Msg) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dead || c.closeAfter {
-		return
-	}
-	c.outbox = append(c.outbox, msgs...)
-	c.closeAfter = true
-	c.signal()
-}
+func (c *conn) finishAll(msgs []proto.Msg) { c.queueAll(msgs, true) }
 
 // sendListing queues a watcher's listing (the loop queues one only when the
 // last one is written, so the outbox holds at most one).
-func (c *conn) sendListing(msgs []proto.Msg) {
+func (c *conn) sendListing(msgs []proto.Msg) { c.queueAll(msgs, false) }
+
+// queueAll queues msgs whole, past maxOutbox; last closes the connection
+// once they are written.
+func (c *conn) queueAll(msgs []proto.Msg, last bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead || c.closeAfter {
 		return
 	}
 	c.outbox = append(c.outbox, msgs...)
+	c.closeAfter = last
 	c.signal()
 }
 
