@@ -265,11 +265,8 @@ func (s *server) apply(acts []lockq.Action) {
 		case lockq.Suspend:
 			s.frozenSet[j.ticket] = false
 		case lockq.Resume:
+			// Its client hears "thawed" once the thaw is done (thawed).
 			delete(s.frozenSet, j.ticket)
-			if j.frozen && j.conn != nil {
-				j.conn.send(proto.Msg{Type: proto.TThawed})
-			}
-			j.frozen = false
 		case lockq.Expire:
 			s.waitingBy[j.uid]--
 			delete(s.jobs, j.ticket)
@@ -331,7 +328,23 @@ func (s *server) freezerDone(frozen bool, err error, took time.Duration) {
 	}
 	s.isFrozen = frozen
 	s.log.Info("shared jobs "+map[bool]string{true: "frozen", false: "thawed"}[frozen], "took", took.String())
+	if !frozen {
+		s.thawed()
+	}
 	s.steerFreezer()
+}
+
+// thawed tells the clients of frozen jobs that theirs run again: the
+// shared jobs are thawed as a whole.
+func (s *server) thawed() {
+	for _, j := range s.jobs {
+		if j.frozen {
+			j.frozen = false
+			if j.conn != nil {
+				j.conn.send(proto.Msg{Type: proto.TThawed})
+			}
+		}
+	}
 }
 
 // confirmFrozen reports every suspension asked for as done: the shared jobs
