@@ -203,6 +203,11 @@ func (b *bench) fairFreezeWhy(w float64) string {
 	if b.driver == "none" {
 		return "the none driver cannot freeze: freeze falls back to drain."
 	}
+	if w > 0.05 && b.systemd {
+		return "the wait is perfrun's whole wall time: mostly its own start, on two emulated CPUs that the stream's pls clients " +
+			"(Go programs too, ten new ones a second, while flock(1)'s are small C programs) keep busy, then systemd's freeze of " +
+			"the shared slice and the start of the job's scope (perflockd's log shows each step; queueing itself is a fraction)."
+	}
 	if w > 0.05 {
 		return "the wait includes perfrun's own start and the cgroup freeze confirmation (see Overhead and Freeze latency)."
 	}

@@ -165,7 +165,8 @@ const hostIntro = "perflock measured beside what people use today — flock(1), 
 	"Regenerate with `make bench` (about 5 minutes; it builds the commands, starts daemons of its own and writes this page and " +
 	"the charts in [bench/](bench/)). The code is in [bench/](../bench/main.go). " +
 	"The same scenarios under systemd, in a QEMU guest, as ratios only: `make bench-systemd` writes [bench/systemd-bookworm.md](bench/systemd-bookworm.md) " +
-	"(there, under software emulation, the exclusive job of the fairness scenario waited longer than flock(1)'s: not explained yet)."
+	"(there, under software emulation, the exclusive job of the fairness scenario waits about as long as flock(1)'s: " +
+	"most of its wait is its own perfrun process starting on two emulated CPUs busy starting the stream's pls clients, see that page)."
 
 const systemdIntro = "The scenarios of [benchmarks.md](../benchmarks.md), run by `make bench-systemd` inside a Debian bookworm guest " +
 	"(systemd 252 as PID 1) under QEMU's software emulation, against perflockd.service with the systemd driver (installed with " +

@@ -117,6 +117,9 @@ type Config struct {
 	Logger *slog.Logger
 	// OnReady, if set, is called once the daemon accepts connections.
 	OnReady func()
+
+	// drv, when set, is the driver instead of the one Driver names (tests).
+	drv Driver
 }
 
 // Run serves until ctx is done or, with IdleExit, the daemon has been idle.
@@ -178,7 +181,11 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer mln.Close() // on early returns; Serve closes it too
 	}
-	drv, err := OpenDriver(ctx, cfg.Driver, cfg.CgroupName, cfg.Throttle, log)
+	drv := cfg.drv
+	var err error
+	if drv == nil {
+		drv, err = OpenDriver(ctx, cfg.Driver, cfg.CgroupName, cfg.Throttle, log)
+	}
 	if err != nil {
 		ln.Close()
 		return err
@@ -351,10 +358,13 @@ type server struct {
 	graceUntil time.Time // until then, new requests are parked for rejoiners
 	parked     []func()
 	connsBy    map[uint32]int // open connections per uid
-	pin        pinState       // --governor
-	watchers   map[*conn]struct{}
-	watchDue   bool        // some watcher may need a listing
-	watchTimer *time.Timer // when a watcher's coalescing interval ends
+	// Placements: under way, and waiting their turn (placeInTurn).
+	placing                 int
+	placeFirst, placeShared []func(done func())
+	pin                     pinState // --governor
+	watchers                map[*conn]struct{}
+	watchDue                bool        // some watcher may need a listing
+	watchTimer              *time.Timer // when a watcher's coalescing interval ends
 }
 
 func newServer(cfg Config, drv Driver, policy lockq.Policy) *server {

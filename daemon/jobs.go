@@ -405,25 +405,67 @@ func (s *server) place(c *conn, pid int) {
 	// The CPU frequency first (--governor), then the place: the held child
 	// runs the job only after placed.
 	s.pinThen(j, func() {
-		s.goFn(func() {
-			var p Placement = nonePlacement{pid: pid}
-			var err error
-			if !named {
-				p, err = s.drv.Place(s.ctx, spec, pid)
-			}
-			// A run report starts here, before the client lets the job exec.
-			var start *runSample
-			if err == nil && report {
-				start = firstSample(s.ctx, s.drv, p, named)
-			}
-			s.post(func() {
-				if start != nil {
-					j.runStart, j.frozenAt = start, s.frozenCount()
+		s.placeInTurn(j.shared, func(done func()) {
+			s.goFn(func() {
+				var p Placement = nonePlacement{pid: pid}
+				var err error
+				if !named {
+					p, err = s.drv.Place(s.ctx, spec, pid)
 				}
-				s.placed(j, pid, p, err)
+				// A run report starts here, before the client lets the job exec.
+				var start *runSample
+				if err == nil && report {
+					start = firstSample(s.ctx, s.drv, p, named)
+				}
+				s.post(func() {
+					done()
+					if start != nil {
+						j.runStart, j.frozenAt = start, s.frozenCount()
+					}
+					s.placed(j, pid, p, err)
+				})
 			})
 		})
 	}, func(err error) { s.pinFailed(j, err) })
+}
+
+// maxPlacing bounds the driver's Place calls under way at once. A service
+// manager starts units one at a time: with no bound, a burst of shared jobs
+// (all granted together, to be frozen anyway) would queue their scopes
+// ahead of an exclusive job's, which then waits for all of them.
+const maxPlacing = 2
+
+// placeInTurn runs start, which calls the driver's Place and then done (on
+// the loop), once fewer than maxPlacing placements are under way; the
+// placements of exclusive and group jobs go before those of shared jobs,
+// each kind in the order asked.
+func (s *server) placeInTurn(shared bool, start func(done func())) {
+	if s.placing < maxPlacing {
+		s.placing++
+		start(s.placeDone)
+		return
+	}
+	if shared {
+		s.placeShared = append(s.placeShared, start)
+	} else {
+		s.placeFirst = append(s.placeFirst, start)
+	}
+}
+
+// placeDone ends one placement and starts the next in turn.
+func (s *server) placeDone() {
+	s.placing--
+	var next func(func())
+	switch {
+	case len(s.placeFirst) > 0:
+		next, s.placeFirst = s.placeFirst[0], s.placeFirst[1:]
+	case len(s.placeShared) > 0:
+		next, s.placeShared = s.placeShared[0], s.placeShared[1:]
+	default:
+		return
+	}
+	s.placing++
+	next(s.placeDone)
 }
 
 // pinFailed: the CPU frequency could not be pinned as j asked; the job

@@ -1,0 +1,103 @@
+package daemon
+
+import (
+	"context"
+	"os/exec"
+	"sync"
+	"testing"
+
+	"github.com/perflock/perflock/lockq"
+	"github.com/perflock/perflock/proto"
+)
+
+// gatedDriver is the none driver with freezing, whose Place calls wait for
+// the test to open them one by one, as a busy service manager would keep
+// them waiting: it records the order in which they were made.
+type gatedDriver struct {
+	noneDriver
+	mu    sync.Mutex
+	calls []string      // job names, in the order Place was called
+	made  chan struct{} // one per Place call
+	gate  chan struct{} // one per Place call let through
+}
+
+func (d *gatedDriver) CanFreeze() bool                             { return true }
+func (d *gatedDriver) SetSharedFrozen(context.Context, bool) error { return nil }
+
+func (d *gatedDriver) Place(ctx context.Context, job JobSpec, pid int) (Placement, error) {
+	d.mu.Lock()
+	d.calls = append(d.calls, job.Name)
+	d.mu.Unlock()
+	d.made <- struct{}{}
+	select {
+	case <-d.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return nonePlacement{pid: pid}, nil
+}
+
+func (d *gatedDriver) order() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.calls...)
+}
+
+// A burst of shared jobs is placed maxPlacing at a time, and an exclusive
+// job granted meanwhile is placed before the shared jobs still waiting to
+// be: it does not wait behind every scope the service manager has yet to
+// start.
+func TestExclusivePlacementGoesBeforeWaitingSharedOnes(t *testing.T) {
+	d := &gatedDriver{made: make(chan struct{}, 16), gate: make(chan struct{})}
+	sock := startDaemon(t, Config{Policy: lockq.Freeze, drv: d})
+	child := func() int {
+		c := exec.Command("sleep", "1000")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		return c.Process.Pid
+	}
+	const shared = maxPlacing + 2
+	var ss []*client
+	for range shared {
+		s := acquire(t, sock, proto.Msg{Mode: "shared", Preemptible: true})
+		s.expect(proto.TGranted)
+		s.send(proto.Msg{Type: proto.TPlace, PID: child()})
+		ss = append(ss, s)
+	}
+	for range maxPlacing {
+		<-d.made // maxPlacing shared placements under way, two waiting
+	}
+	waitList(t, sock, "1:granted 2:granted 3:granted 4:granted")
+	x := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	x.expect(proto.TQueued)
+	x.expect(proto.TGranted) // the shared jobs are frozen (as a whole)
+	x.send(proto.Msg{Type: proto.TPlace, PID: child()})
+	waitList(t, sock, "1:frozen 2:frozen 3:frozen 4:frozen 5:granted")
+	for range shared - maxPlacing + 1 {
+		d.gate <- struct{}{}
+		<-d.made
+	}
+	for range maxPlacing {
+		d.gate <- struct{}{}
+	}
+	x.expect(proto.TPlaced)
+	for _, s := range ss {
+		for m := s.recv(); m.Type != proto.TPlaced; m = s.recv() {
+			if m.Type != proto.TFrozen && m.Type != proto.TWaiting {
+				t.Fatalf("shared job: got %+v, want frozen, then placed", m)
+			}
+		}
+	}
+	got := d.order()
+	want := []string{"s-1", "s-2", "x-5", "s-3", "s-4"}
+	if len(got) != len(want) {
+		t.Fatalf("Place calls %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("Place calls %v, want %v", got, want)
+		}
+	}
+}
