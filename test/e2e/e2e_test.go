@@ -363,9 +363,15 @@ func daemonsOn(sock string) []int {
 	return pids
 }
 
+// killDaemonsOn stops the daemons serving sock and waits (up to 10 s) for
+// them to exit, so that none writes its state into a folder the test's
+// cleanup removes next.
 func killDaemonsOn(sock string) {
 	for _, pid := range daemonsOn(sock) {
 		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(daemonsOn(sock)) > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
