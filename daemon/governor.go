@@ -215,8 +215,8 @@ func (s *server) pinDone(restore bool, from, mode governor.Mode, err error) {
 
 // startPin settles, at start and after adoption, the pin an earlier
 // perflockd may have left (its state file): kept while an adopted
-// exclusive or group job runs, until the last of them ends; restored at
-// once otherwise.
+// exclusive or group job that asked for it runs (any of them, when no
+// record says), until the last of them ends; restored at once otherwise.
 func (s *server) startPin() {
 	g := &s.pin
 	var holders []*job
@@ -224,6 +224,17 @@ func (s *server) startPin() {
 		if !j.shared && j.state == stateRunning {
 			holders = append(holders, j)
 		}
+	}
+	// Their records say which asked for the pin; without records, any of
+	// them may have.
+	var asked []*job
+	for _, j := range holders {
+		if j.gov != governor.None {
+			asked = append(asked, j)
+		}
+	}
+	if len(asked) > 0 {
+		holders = asked
 	}
 	if len(holders) > 0 {
 		found, err := g.p.Adopt()

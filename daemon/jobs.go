@@ -47,20 +47,22 @@ type job struct {
 	maxRuntime time.Duration
 	key        string        // --key, "" if none
 	gov        governor.Mode // --governor: the CPU frequency pinned while it runs
-	state      jobState
-	since      time.Time // when it started waiting, then holding
-	place      Placement
-	empty      bool // the placement has no process left
-	frozen     bool // told the client it is frozen
-	stopWatch  context.CancelFunc
-	lastPos    int
-	lastHold   string
-	status     int        // the exit status its client reported with done
-	reported   bool       // done was received
-	report     bool       // a run report was asked for
-	runStart   *runSample // the report's figures at placement
-	frozenAt   int        // shared jobs frozen at placement, for the report
-	reportSent bool       // the report was sent
+	// preemptible: the queue may freeze it; recorded: it has a job record.
+	preemptible, recorded bool
+	state                 jobState
+	since                 time.Time // when it started waiting, then holding
+	place                 Placement
+	empty                 bool // the placement has no process left
+	frozen                bool // told the client it is frozen
+	stopWatch             context.CancelFunc
+	lastPos               int
+	lastHold              string
+	status                int        // the exit status its client reported with done
+	reported              bool       // done was received
+	report                bool       // a run report was asked for
+	runStart              *runSample // the report's figures at placement
+	frozenAt              int        // shared jobs frozen at placement, for the report
+	reportSent            bool       // the report was sent
 }
 
 func (j *job) holding() bool { return j.state != stateWaiting }
@@ -133,8 +135,8 @@ func (s *server) acquire(c *conn, m proto.Msg) {
 	}
 	// Only the machine drives freezing: a shared holder of a named lock
 	// must not be frozen, for freezing does not exclude anyone from a file.
-	preemptible := m.Preemptible && machineOnly(j.resources)
-	r := lockq.Request{Mode: mode, Resources: j.resources, Preemptible: preemptible, Owner: j}
+	j.preemptible = m.Preemptible && machineOnly(j.resources)
+	r := lockq.Request{Mode: mode, Resources: j.resources, Preemptible: j.preemptible, Owner: j}
 	if m.TimeoutMS > 0 {
 		r.Deadline = j.since.Add(time.Duration(m.TimeoutMS) * time.Millisecond)
 	}
@@ -503,6 +505,9 @@ func (s *server) placed(j *job, pid int, p Placement, err error) {
 		return
 	}
 	j.state, j.place, j.childPID = stateRunning, p, pid
+	if _, none := p.(nonePlacement); !none {
+		s.saveRecord(j) // a restarted perflockd adopts the job whole
+	}
 	s.changed()
 	if j.conn != nil {
 		j.conn.send(proto.Msg{Type: proto.TPlaced, Where: p.Where()})
@@ -620,6 +625,7 @@ func (s *server) maybeRelease(j *job) {
 	}
 	delete(s.jobs, j.ticket)
 	delete(s.frozenSet, j.ticket)
+	s.dropRecord(j)
 	if j.stopWatch != nil {
 		j.stopWatch()
 	}
@@ -876,6 +882,7 @@ func (s *server) adopt(ctx context.Context) error {
 	// The queue's actions are carried out once all are adopted: midway, the
 	// frozen set is incomplete and would thaw the shared jobs for a moment.
 	var acts []lockq.Action
+	records := s.loadRecords()
 	for _, a := range found {
 		t := lockq.Ticket(a.Ticket)
 		mode := lockq.ExclusiveMode()
@@ -883,15 +890,24 @@ func (s *server) adopt(ctx context.Context) error {
 			mode = lockq.SharedMode()
 		}
 		j := &job{ticket: t, name: jobName(mode, t), mode: mode, resources: []string{lockq.Machine},
-			shared: a.Shared, state: stateRunning, since: time.Now(), place: a.Placement, user: "?"}
+			shared: a.Shared, preemptible: a.Shared, state: stateRunning, since: time.Now(), place: a.Placement, user: "?"}
 		if len(a.PIDs) > 0 {
 			j.childPID = a.PIDs[0]
 			if uid, argv, err := procOwner(a.PIDs[0]); err == nil {
 				j.uid, j.user, j.command = uid, s.userName(uid), argv
 			}
 		}
-		suspended := a.Shared && freeze
-		r := lockq.Request{Mode: mode, Resources: j.resources, Preemptible: a.Shared, Owner: j}
+		if rec, ok := records[t]; ok {
+			delete(records, t)
+			j.recorded = true // removed with the lease, read or not
+			if err := j.fromRecord(rec); err != nil {
+				s.log.Warn("ignoring the job's record", "job", j.name, "err", err)
+			} else {
+				j.user = s.userName(j.uid)
+			}
+		}
+		suspended := j.preemptible && freeze
+		r := lockq.Request{Mode: j.mode, Resources: j.resources, Preemptible: j.preemptible, Owner: j}
 		more, err := s.q.Adopt(t, r, suspended)
 		if err != nil {
 			s.log.Error("adopting job", "job", j.name, "err", err)
@@ -905,6 +921,9 @@ func (s *server) adopt(ctx context.Context) error {
 		s.log.Info("adopted running job", "job", j.name, "user", j.user, "where", a.Placement.Where(), "frozen", suspended)
 		s.watch(j, a.Placement)
 		acts = append(acts, more...)
+	}
+	for t := range records { // of jobs that ended while no perflockd ran
+		os.Remove(s.recordPath(t))
 	}
 	s.apply(acts)
 	return nil

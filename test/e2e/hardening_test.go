@@ -187,3 +187,46 @@ func TestUnsafePerUserDirectoryIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A restarted daemon adopts a running job whole, from the record the earlier
+// one kept: its group (a new member joins at once), its named resources,
+// and its key (--replace of the same key stops it).
+func TestRestartedDaemonKeepsGroupResourcesAndKey(t *testing.T) {
+	if !cgroupfsAvailable() {
+		t.Skip("needs root and a writable cgroup2 tree (the cgroupfs driver)")
+	}
+	e := newEnv(t, "cgroupfs", "freeze")
+	a := e.job("perfrun", "A", []string{"--group", "7", "-L", "cpu", "-L", "net", "--key", "sync"})
+	e.started("A")
+	e.restartDaemon()
+	e.waitQueue("A:running")
+	es := e.list()
+	if got := es[0]; got.Mode != "group(7)" || strings.Join(got.Resources, ",") != "cpu,net" || got.User != "root" {
+		t.Fatalf("adopted job %+v: want group(7) on cpu,net of root", got)
+	}
+	b := e.job("perfrun", "B", []string{"--group", "7"})
+	e.started("B") // joins the adopted group at once
+	e.waitQueue("A:running B:running")
+	n := e.job("perfrun", "N", []string{"-L", "net"})
+	e.waitQueue("A:running B:running N:waiting") // net is still held
+	e.finish("B", 0)
+	if code := e.exit(b); code != 0 {
+		t.Fatalf("B: exit %d: %s", code, b.stderr)
+	}
+	c := e.job("perfrun", "C", []string{"--key", "sync", "--replace"})
+	if code := e.exit(a); code != 128+15 {
+		t.Fatalf("A after --replace of its key: exit %d, want 143: %s", code, a.stderr)
+	}
+	e.started("N")
+	e.finish("N", 0)
+	e.exit(n)
+	e.started("C")
+	e.finish("C", 0)
+	if code := e.exit(c); code != 0 {
+		t.Fatalf("C: exit %d: %s", code, c.stderr)
+	}
+	e.waitQueue("")
+	if left, _ := filepath.Glob(filepath.Join(e.dir, "jobs", "*.json")); len(left) > 0 {
+		t.Errorf("job records left behind: %v", left)
+	}
+}
