@@ -115,13 +115,18 @@ func (c *conn) fail(code, format string, a ...any) {
 // that reads slowly is never dropped for it, and costs at most the listing
 // being written; the loop hears when it is written.
 func (c *conn) write() {
+	// wroteList: this writer wrote a listing. Only then does it report the
+	// watcher drained: one that wrote the hello alone and found the outbox
+	// empty must not, for the loop may queue the first listing meanwhile
+	// and would take the report for that listing's.
+	wroteList := false
 	for {
 		c.mu.Lock()
 		msgs, closeAfter, watching := c.outbox, c.closeAfter, c.watching
 		c.outbox = nil
 		if c.dead || (len(msgs) == 0 && !closeAfter) {
 			c.writing = false
-			drained := watching && !c.dead
+			drained := watching && wroteList && !c.dead
 			c.mu.Unlock()
 			if drained {
 				c.s.post(func() { c.s.watchDrained(c) })
@@ -141,6 +146,7 @@ func (c *conn) write() {
 				c.kill()
 				return
 			}
+			wroteList = wroteList || m.Type == proto.TList
 		}
 		if closeAfter {
 			c.mu.Lock()

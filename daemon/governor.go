@@ -92,11 +92,13 @@ func (s *server) pinThen(j *job, next func(), fail func(error)) {
 		return
 	}
 	if j.gov == governor.None {
-		if len(g.users) > 0 || (!g.busy && g.cur == governor.None) {
-			next() // a group pinned already, or nothing to undo
+		settled := !g.busy && (len(g.users) > 0 && g.cur == g.mode || len(g.users) == 0 && g.cur == governor.None)
+		if settled {
+			next() // under its group's pin, or nothing pinned
 			return
 		}
-		// An earlier pin is being restored: the job starts after.
+		// A pin is being set for its group, or an earlier one restored:
+		// the job starts after.
 	} else {
 		if len(g.users) > 0 && g.mode != j.gov {
 			fail(fmt.Errorf("%w at %s for %s of the same group: run with --governor %s, or none",
@@ -153,10 +155,14 @@ func (s *server) steerPin() {
 			if restore {
 				err = p.Restore()
 			} else {
-				// Bounded: Set checks ctx between CPUs and rolls back.
-				ctx, cancel := context.WithTimeout(s.ctx, driverTimeout)
-				err = p.Set(ctx, target)
-				cancel()
+				// A Set whose roll-back failed left its state file: put
+				// those settings back first, or every later Set fails.
+				if _, err = p.RestoreLeftover(); err == nil {
+					// Bounded: Set checks ctx between CPUs and rolls back.
+					ctx, cancel := context.WithTimeout(s.ctx, driverTimeout)
+					err = p.Set(ctx, target)
+					cancel()
+				}
 			}
 			s.post(func() { s.pinDone(restore, from, target, err) })
 		})

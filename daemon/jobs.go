@@ -315,6 +315,18 @@ func (s *server) freezerDone(frozen bool, err error, took time.Duration) {
 	s.obs.Freezer(frozen, took, err)
 	if err != nil {
 		s.log.Error("freezer failed", "freeze", frozen, "err", err)
+		if !frozen {
+			// The shared jobs stay frozen until a thaw works: try again.
+			s.goFn(func() {
+				t := time.NewTimer(time.Second)
+				defer t.Stop()
+				select {
+				case <-t.C:
+					s.post(s.steerFreezer)
+				case <-s.ctx.Done():
+				}
+			})
+		}
 		if frozen {
 			// Whoever waited for the freeze waits for the shared jobs to end.
 			var acts []lockq.Action
@@ -408,11 +420,24 @@ func (s *server) place(c *conn, pid int) {
 	// runs the job only after placed.
 	s.pinThen(j, func() {
 		s.placeInTurn(j.shared, func(done func()) {
+			if j.conn == nil || s.jobs[j.ticket] != j {
+				// Its client left (or it was cancelled) while it waited for
+				// its pin or its turn: place nothing, end the lease.
+				done()
+				j.state = stateGranted
+				s.maybeRelease(j)
+				return
+			}
+			clientPID, uid := j.clientPID, j.uid
 			s.goFn(func() {
 				var p Placement = nonePlacement{pid: pid}
-				var err error
-				if !named {
-					p, err = s.drv.Place(s.ctx, spec, pid)
+				err := checkChild(pid, clientPID, uid) // still the client's child, after the wait
+				if err == nil && !named {
+					// Bounded: a wedged service manager fails this job
+					// rather than every later one behind it.
+					ctx, cancel := context.WithTimeout(s.ctx, driverTimeout)
+					p, err = s.drv.Place(ctx, spec, pid)
+					cancel()
 				}
 				// A run report starts here, before the client lets the job exec.
 				var start *runSample

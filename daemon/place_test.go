@@ -101,3 +101,42 @@ func TestExclusivePlacementGoesBeforeWaitingSharedOnes(t *testing.T) {
 		}
 	}
 }
+
+// A job whose client leaves while its placement waits its turn is never
+// placed: its lease ends, and the driver is not asked to move a process
+// that may be gone (or, its pid reused, someone else's).
+func TestPlacementOfALeftClientIsDropped(t *testing.T) {
+	d := &gatedDriver{made: make(chan struct{}, 16), gate: make(chan struct{})}
+	sock := startDaemon(t, Config{Policy: lockq.Freeze, drv: d})
+	var ss []*client
+	var kids []*exec.Cmd
+	for range maxPlacing + 1 {
+		s := acquire(t, sock, proto.Msg{Mode: "shared", Preemptible: true})
+		s.expect(proto.TGranted)
+		c := exec.Command("sleep", "1000")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		s.send(proto.Msg{Type: proto.TPlace, PID: c.Process.Pid})
+		ss, kids = append(ss, s), append(kids, c)
+	}
+	for range maxPlacing {
+		<-d.made
+	}
+	waitList(t, sock, "1:granted 2:granted 3:granted")
+	last := len(ss) - 1
+	ss[last].nc.Close() // its client leaves while its placement waits
+	kids[last].Process.Kill()
+	kids[last].Wait()
+	for range maxPlacing {
+		d.gate <- struct{}{}
+	}
+	for _, s := range ss[:last] {
+		s.expect(proto.TPlaced)
+	}
+	waitList(t, sock, "1:running 2:running")
+	if got := d.order(); len(got) != maxPlacing {
+		t.Fatalf("Place calls %v: the left client's job was placed", got)
+	}
+}
