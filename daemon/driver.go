@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -146,7 +147,8 @@ func pidfdExited(ctx context.Context, fd int, d time.Duration) bool {
 
 // cgroupfsDriver places jobs in perflock's own cgroup2 subtree.
 type cgroupfsDriver struct {
-	tree *cgroup.Tree
+	tree  *cgroup.Tree
+	claim io.Closer // this daemon's flock on the subtree
 }
 
 func openCgroupfs(name string) (Driver, error) {
@@ -158,8 +160,15 @@ func openCgroupfs(name string) (Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroupfs driver: %w", err)
 	}
-	return &cgroupfsDriver{tree: t}, nil
+	claim, err := claimDir(t.Dir())
+	if err != nil {
+		return nil, fmt.Errorf("cgroupfs driver: %w (the cgroup subtree %s: give this one another --cgroup-name)", err, t.Path())
+	}
+	return &cgroupfsDriver{tree: t, claim: claim}, nil
 }
+
+// Close lets go of the subtree; the jobs keep running.
+func (d *cgroupfsDriver) Close() error { return d.claim.Close() }
 
 func (d *cgroupfsDriver) Name() string    { return "cgroupfs" }
 func (d *cgroupfsDriver) CanFreeze() bool { return true }

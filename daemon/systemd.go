@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -43,6 +44,7 @@ type systemdDriver struct {
 	version int
 	allCPUs []byte // AllowedCPUs mask of every online CPU
 	shared  []sddbus.Property
+	claim   io.Closer // this daemon's claim on the perflock units
 }
 
 // ErrNoSystemd: systemd is not the service manager here.
@@ -58,32 +60,37 @@ func openSystemd(ctx context.Context, th Throttle) (Driver, error) {
 	if !systemdBooted() {
 		return nil, ErrNoSystemd
 	}
+	claim, err := claimName("perflockd-systemd-driver")
+	if err != nil {
+		return nil, fmt.Errorf("systemd driver: %w (the units perflock-*.scope and perflock*.slice)", err)
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := units.Connect(cctx)
 	if err != nil {
+		claim.Close()
 		return nil, fmt.Errorf("systemd driver: %w", err)
 	}
-	d := &systemdDriver{conn: conn}
+	d := &systemdDriver{conn: conn, claim: claim}
 	if d.version, err = conn.Version(cctx); err != nil {
-		conn.Close()
+		d.Close()
 		return nil, fmt.Errorf("systemd driver: %w", err)
 	}
 	online, err := os.ReadFile("/sys/devices/system/cpu/online")
 	if err != nil {
-		conn.Close()
+		d.Close()
 		return nil, fmt.Errorf("systemd driver: online CPUs: %w", err)
 	}
 	if d.allCPUs, err = cpuMask(strings.TrimSpace(string(online))); err != nil {
-		conn.Close()
+		d.Close()
 		return nil, fmt.Errorf("systemd driver: online CPUs: %w", err)
 	}
 	if d.shared, err = d.sharedProps(th); err != nil {
-		conn.Close()
+		d.Close()
 		return nil, err
 	}
 	if d.watch, err = conn.Watch(); err != nil {
-		conn.Close()
+		d.Close()
 		return nil, fmt.Errorf("systemd driver: %w", err)
 	}
 	// Both slices stay active, so the shared one can be frozen even while it
@@ -155,8 +162,11 @@ func (d *systemdDriver) Place(ctx context.Context, job JobSpec, pid int) (Placem
 
 // Close ends the driver's D-Bus connection; scopes keep running.
 func (d *systemdDriver) Close() error {
-	d.watch.Close()
+	if d.watch != nil {
+		d.watch.Close()
+	}
 	d.conn.Close()
+	d.claim.Close()
 	return nil
 }
 

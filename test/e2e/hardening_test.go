@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/perflock/perflock/cgroup"
 )
@@ -229,4 +232,48 @@ func TestRestartedDaemonKeepsGroupResourcesAndKey(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(e.dir, "jobs", "*.json")); len(left) > 0 {
 		t.Errorf("job records left behind: %v", left)
 	}
+}
+
+// Two daemons never drive the same jobs: a second perflockd asked for the
+// cgroup subtree another one uses is refused, and with --driver auto it
+// makes do without cgroups rather than adopt, freeze or thaw the other's.
+func TestSecondDaemonOnTheSameSubtreeIsRefused(t *testing.T) {
+	if !cgroupfsAvailable() {
+		t.Skip("needs root and a writable cgroup2 tree (the cgroupfs driver)")
+	}
+	e := newEnv(t, "cgroupfs", "freeze")
+	p := e.job("pls", "P", nil)
+	e.started("P")
+	x := e.job("perfrun", "X", nil)
+	e.started("X")
+	e.waitQueue("P:frozen X:running")
+
+	sock2 := filepath.Join(e.dir, "second.sock")
+	second := func(ctx context.Context, driver string) *exec.Cmd {
+		return exec.CommandContext(ctx, filepath.Join(binDir, "perflockd"), "--socket", sock2, "--driver", driver, "--cgroup-name", e.cgName)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // it should exit at once
+	out, err := second(ctx, "cgroupfs").CombinedOutput()
+	cancel()
+	if code := exitCode(err); code != 69 || !strings.Contains(string(out), "another perflockd drives these jobs") {
+		t.Fatalf("second perflockd on the same subtree: exit %d, want 69; output %q", code, out)
+	}
+	d := second(context.Background(), "auto")
+	log := &syncBuffer{}
+	d.Stdout, d.Stderr = log, log
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Signal(syscall.SIGTERM); d.Wait() })
+	e.waitFor("the second daemon to serve", func() bool { return strings.Contains(log.String(), "perflockd serving") })
+	if !strings.Contains(log.String(), "driver=none") {
+		t.Fatalf("second perflockd with --driver auto: %s", log)
+	}
+	// The first daemon's jobs are as they were: P still frozen.
+	e.waitQueue("P:frozen X:running")
+	e.finish("X", 0)
+	e.exit(x)
+	e.waitQueue("P:running")
+	e.finish("P", 0)
+	e.exit(p)
 }

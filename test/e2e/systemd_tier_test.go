@@ -300,6 +300,24 @@ func TestSystemdRestartedDaemonReadoptsScopes(t *testing.T) {
 	e.waitQueue("")
 }
 
+// While perflockd.service drives the perflock units, a second perflockd
+// (a per-user one started as root, say) is refused the systemd driver: it
+// would adopt, freeze and thaw the service's jobs.
+func TestSystemdSecondDaemonIsRefusedTheUnits(t *testing.T) {
+	e := newSystemEnv(t)
+	x := e.job("perfrun", "X", nil) // the service runs
+	e.started("X")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "perflockd"), "--socket", filepath.Join(e.dir, "second.sock"), "--driver", "systemd").CombinedOutput()
+	if code := exitCode(err); code != 69 || !strings.Contains(string(out), "another perflockd drives these jobs") {
+		t.Fatalf("second perflockd --driver systemd: exit %d, want 69; output %q", code, out)
+	}
+	e.finish("X", 0)
+	e.exit(x)
+	e.waitQueue("")
+}
+
 // perflockd's throttle flags become properties of every pls scope.
 func TestSystemdSharedThrottleFlagsReachPlsScopes(t *testing.T) {
 	e := newSystemEnv(t)

@@ -74,6 +74,11 @@ DRIVERS
   none      plain processes; the freeze policy falls back to drain.
   auto      systemd when it is PID 1 and its bus answers, else cgroupfs where it
             works, else none.
+  One perflockd drives a set of jobs: the systemd driver claims the perflock units
+  for its daemon, the cgroupfs driver its subtree. A second daemon asking for the
+  same (a per-user one started as root, say) is refused with exit status 69, or
+  with auto takes the next driver, so that it never adopts, freezes or thaws the
+  first one's jobs.
 
 METRICS
   --metrics ADDR serves Prometheus metrics at /metrics over HTTP: ADDR is unix:PATH
