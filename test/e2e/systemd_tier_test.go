@@ -309,7 +309,7 @@ func TestSystemdSecondDaemonIsRefusedTheUnits(t *testing.T) {
 	e.started("X")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "perflockd"), "--socket", filepath.Join(e.dir, "second.sock"), "--driver", "systemd").CombinedOutput()
+	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "perflockd"), "--socket", filepath.Join(t.TempDir(), "second.sock"), "--driver", "systemd").CombinedOutput()
 	if code := exitCode(err); code != 69 || !strings.Contains(string(out), "another perflockd drives these jobs") {
 		t.Fatalf("second perflockd --driver systemd: exit %d, want 69; output %q", code, out)
 	}
