@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/perflock/perflock/cgroup"
 	"github.com/perflock/perflock/proto"
 )
 
@@ -60,7 +60,7 @@ func pickDriver() string {
 	if os.Geteuid() != 0 {
 		return "none"
 	}
-	mount, err := cgroup2Mount()
+	mount, err := cgroup.Mountpoint()
 	if err != nil {
 		return "none"
 	}
@@ -263,25 +263,11 @@ func removeCgroups(name string) {
 	if name == "" {
 		return
 	}
-	mount, err := cgroup2Mount()
-	if err != nil {
-		return
-	}
-	root := filepath.Join(mount, name)
-	jobs, _ := filepath.Glob(filepath.Join(root, "*", "*-*"))
-	for _, j := range jobs {
-		os.WriteFile(filepath.Join(j, "cgroup.kill"), []byte("1"), 0)
-	}
-	for _, side := range []string{"shared", "exclusive"} {
-		os.WriteFile(filepath.Join(root, side, "cgroup.freeze"), []byte("0"), 0)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, d := range append(jobs, filepath.Join(root, "exclusive"), filepath.Join(root, "shared"), root) {
-		for os.Remove(d) != nil && time.Now().Before(deadline) {
-			if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
+	if mount, err := cgroup.Mountpoint(); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := cgroup.RemoveTree(ctx, filepath.Join(mount, name)); err != nil {
+			progress("leaving cgroups behind: %v", err)
 		}
 	}
 }
@@ -408,37 +394,4 @@ func fdLimit(pid int) string {
 		}
 	}
 	return "unknown"
-}
-
-// cgroup2Mount is where the cgroup2 hierarchy is mounted (/sys/fs/cgroup, or
-// /sys/fs/cgroup/unified on hybrid hosts). It reads /proc/self/mountinfo
-// rather than import perflock's cgroup package, whose dependencies would
-// slow the start of every helper job.
-func cgroup2Mount() (string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	var found []string
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup2" {
-			found = append(found, f[4])
-		}
-	}
-	for _, want := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		for _, m := range found {
-			if m == want {
-				return m, nil
-			}
-		}
-	}
-	if len(found) > 0 {
-		return found[0], nil
-	}
-	return "", errors.New("no cgroup2 mount")
 }

@@ -87,31 +87,14 @@ func testTreeName(t *testing.T) string {
 	return "perflock-test-" + hex.EncodeToString(b)
 }
 
-// removeCgroupTree removes the cgroup dir and its descendants bottom-up, killing their processes
-// first. A missing dir is fine.
+// removeCgroupTree removes the cgroup dir and its descendants (RemoveTree), failing the test if
+// it cannot.
 func removeCgroupTree(t *testing.T, dir string) {
 	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return
-	}
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	for _, e := range ents {
-		if e.IsDir() {
-			removeCgroupTree(t, filepath.Join(dir, e.Name()))
-		}
-	}
-	_ = writeFile(filepath.Join(dir, killFile), "1")
 	ctx, cancel := context.WithTimeout(context.Background(), safetyTimeout)
 	defer cancel()
-	if err := waitEvents(ctx, dir, func(ev events) bool { return !ev.Populated }); err != nil {
+	if err := RemoveTree(ctx, dir); err != nil {
 		t.Errorf("cleanup: %v", err)
-	}
-	if err := unix.Rmdir(dir); err != nil {
-		t.Errorf("cleanup: rmdir %s: %v", dir, err)
 	}
 }
 

@@ -374,3 +374,34 @@ func (t *Tree) SharedFrozen() (bool, error) {
 // SharedDir returns the directory of the shared side, the cgroup that holds every shared job
 // (its cpu.stat counts the CPU time of them all).
 func (t *Tree) SharedDir() string { return filepath.Join(t.dir, Shared.subdir()) }
+
+// RemoveTree removes the cgroup directory dir and every cgroup below it, bottom-up: it kills
+// the processes of each (frozen ones too, through cgroup.kill) and waits for the kernel to report
+// it empty before removing it. A directory that is not there is not an error. It is for tests and
+// benchmarks that start daemons of their own and must leave no cgroup behind.
+func RemoveTree(ctx context.Context, dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if e.IsDir() {
+			errs = append(errs, RemoveTree(ctx, filepath.Join(dir, e.Name())))
+		}
+	}
+	_ = writeFile(filepath.Join(dir, killFile), "1")
+	err = waitEvents(ctx, dir, func(ev events) bool { return !ev.Populated })
+	if err == nil {
+		if err = unix.Rmdir(dir); err != nil {
+			err = &fs.PathError{Op: "rmdir", Path: dir, Err: err}
+		}
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -431,14 +431,7 @@ func (j *job) runHeld(ctx context.Context, self, path string) int {
 				j.verbose("lost the connection to perflockd: %v", connErr(r.err))
 				continue
 			}
-			switch r.msg.Type {
-			case proto.TFrozen:
-				j.verbose("frozen: an exclusive job runs")
-			case proto.TThawed:
-				j.verbose("thawed")
-			case proto.TCancelled:
-				j.say("%s: stopping the job", printable(r.msg.Message))
-			case proto.TError:
+			if !j.notice(r.msg) && r.msg.Type == proto.TError {
 				j.verbose("perflockd: %s: %s", r.msg.Code, printable(r.msg.Message))
 			}
 		case <-waited:
@@ -497,19 +490,32 @@ func (j *job) awaitPlaced(ctx context.Context, h *heldChild) (int, bool) {
 			case proto.TError:
 				h.abort()
 				return j.daemonError(r.msg), false
-			case proto.TFrozen:
-				j.verbose("frozen: an exclusive job runs")
-			case proto.TThawed:
-				j.verbose("thawed")
-			case proto.TCancelled:
-				j.say("%s: stopping the job", printable(r.msg.Message))
 			default:
+				if j.notice(r.msg) {
+					continue
+				}
 				h.abort()
 				j.say("unexpected %q message from perflockd while placing the job", r.msg.Type)
 				return ExitUnavailable, false
 			}
 		}
 	}
+}
+
+// notice tells of a message that may come while the job is placed or runs
+// (frozen, thawed, cancelled), and reports whether m was one.
+func (j *job) notice(m proto.Msg) bool {
+	switch m.Type {
+	case proto.TFrozen:
+		j.verbose("frozen: an exclusive job runs")
+	case proto.TThawed:
+		j.verbose("thawed")
+	case proto.TCancelled:
+		j.say("%s: stopping the job", printable(m.Message))
+	default:
+		return false
+	}
+	return true
 }
 
 // forwardedSignals reach the job while it runs; while waiting they cancel.

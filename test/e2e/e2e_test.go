@@ -226,26 +226,31 @@ func TestKilledWaitingClientLeavesTheQueue(t *testing.T) {
 func TestKilledHoldingPerfrunKeepsTheLeaseUntilItsJobExits(t *testing.T) {
 	for _, driver := range drivers() {
 		t.Run(driver, func(t *testing.T) {
-			e := newEnv(t, driver, "freeze")
-			x := e.job("perfrun", "X", nil)
-			e.started("X")
-			y := e.job("perfrun", "Y", nil)
-			e.waitQueue("X:running Y:waiting")
-			x.cmd.Process.Signal(syscall.SIGKILL)
-			e.exit(x)
-			// The job X is still running (its cgroup is populated, or, with
-			// no cgroups, it holds the lease descriptor): the machine stays X's.
-			e.waitQueue("X:running Y:waiting")
-			if e.hasEvent("start Y") {
-				t.Fatal("Y started while X's job still ran")
-			}
-			e.finish("X", 0)
-			e.started("Y")
-			e.finish("Y", 0)
-			if code := e.exit(y); code != 0 {
-				t.Fatalf("perfrun Y exited %d: %s", code, y.stderr)
-			}
+			leaseOutlivesKilledPerfrun(t, newEnv(t, driver, "freeze"))
 		})
+	}
+}
+
+// leaseOutlivesKilledPerfrun kills a holding perfrun with SIGKILL: the next
+// waiter starts only once the killed one's job has exited.
+func leaseOutlivesKilledPerfrun(t *testing.T, e *env) {
+	x := e.job("perfrun", "X", nil)
+	e.started("X")
+	y := e.job("perfrun", "Y", nil)
+	e.waitQueue("X:running Y:waiting")
+	x.cmd.Process.Signal(syscall.SIGKILL)
+	e.exit(x)
+	// The job X is still running (its cgroup or scope is populated, or, with
+	// no cgroups, it holds the lease descriptor): the machine stays X's.
+	e.waitQueue("X:running Y:waiting")
+	if e.hasEvent("start Y") {
+		t.Fatal("Y started while X's job still ran")
+	}
+	e.finish("X", 0)
+	e.started("Y")
+	e.finish("Y", 0)
+	if code := e.exit(y); code != 0 {
+		t.Fatalf("perfrun Y exited %d: %s", code, y.stderr)
 	}
 }
 

@@ -259,22 +259,10 @@ func (e *env) removeCgroups() {
 		return
 	}
 	mount, _ := cgroup.Mountpoint()
-	root := filepath.Join(mount, e.cgName)
-	jobs, _ := filepath.Glob(filepath.Join(root, "*", "*-*"))
-	for _, j := range jobs {
-		os.WriteFile(filepath.Join(j, "cgroup.kill"), []byte("1"), 0)
-	}
-	for _, side := range []string{"shared", "exclusive"} {
-		os.WriteFile(filepath.Join(root, side, "cgroup.freeze"), []byte("0"), 0)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, d := range append(jobs, filepath.Join(root, "exclusive"), filepath.Join(root, "shared"), root) {
-		for os.Remove(d) != nil && time.Now().Before(deadline) {
-			if _, err := os.Stat(d); os.IsNotExist(err) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cgroup.RemoveTree(ctx, filepath.Join(mount, e.cgName)); err != nil {
+		e.t.Logf("removing the daemon's cgroups: %v", err)
 	}
 }
 

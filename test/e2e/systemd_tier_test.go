@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -224,23 +223,7 @@ func TestSystemdPlsJobsOfAnotherUserFreezeWhilePerfrunRuns(t *testing.T) {
 
 // kill -9 of perfrun keeps the lease while its scope has processes.
 func TestSystemdLeaseOutlivesAKilledPerfrun(t *testing.T) {
-	e := newSystemEnv(t)
-	x := e.job("perfrun", "X", nil)
-	e.started("X")
-	y := e.job("perfrun", "Y", nil)
-	e.waitQueue("X:running Y:waiting")
-	x.cmd.Process.Signal(syscall.SIGKILL)
-	e.exit(x)
-	e.waitQueue("X:running Y:waiting")
-	if e.hasEvent("start Y") {
-		t.Fatal("Y started while X's job still ran")
-	}
-	e.finish("X", 0)
-	e.started("Y")
-	e.finish("Y", 0)
-	if code := e.exit(y); code != 0 {
-		t.Fatalf("perfrun Y exit %d: %s", code, y.stderr)
-	}
+	leaseOutlivesKilledPerfrun(t, newSystemEnv(t))
 }
 
 // --max-runtime becomes the scope's RuntimeMaxUSec; systemd stops the job.
