@@ -143,37 +143,3 @@ func unescapeMountinfo(s string) string {
 	}
 	return b.String()
 }
-
-// parseJobName parses a job cgroup name such as "x-42" or "s-43" and reports whether it is one.
-// Ids are canonical decimals (no sign, no leading zero), so that a name round-trips through
-// jobName.
-func parseJobName(name string) (Kind, uint64, bool) {
-	prefix, digits, ok := strings.Cut(name, "-")
-	if !ok || digits == "" || (len(digits) > 1 && digits[0] == '0') {
-		return 0, 0, false
-	}
-	var k Kind
-	switch prefix {
-	case "x":
-		k = Exclusive
-	case "s":
-		k = Shared
-	default:
-		return 0, 0, false
-	}
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			return 0, 0, false
-		}
-	}
-	id, err := strconv.ParseUint(digits, 10, 64)
-	if err != nil {
-		return 0, 0, false
-	}
-	return k, id, true
-}
-
-// jobName is the cgroup name of a job: "<kind>-<id>".
-func jobName(k Kind, id uint64) string {
-	return k.String() + "-" + strconv.FormatUint(id, 10)
-}

@@ -124,41 +124,6 @@ func TestParseMountinfo(t *testing.T) {
 	}
 }
 
-func TestJobNamesRoundTrip(t *testing.T) {
-	for _, tt := range []struct {
-		kind Kind
-		id   uint64
-		name string
-	}{
-		{Exclusive, 42, "x-42"},
-		{Shared, 43, "s-43"},
-		{Shared, 0, "s-0"},
-		{Exclusive, 18446744073709551615, "x-18446744073709551615"},
-	} {
-		if got := jobName(tt.kind, tt.id); got != tt.name {
-			t.Errorf("jobName(%v, %d) = %q, want %q", tt.kind, tt.id, got, tt.name)
-		}
-		k, id, ok := parseJobName(tt.name)
-		if !ok || k != tt.kind || id != tt.id {
-			t.Errorf("parseJobName(%q) = %v, %d, %v; want %v, %d, true", tt.name, k, id, ok, tt.kind, tt.id)
-		}
-	}
-	for _, name := range []string{"", "x", "x-", "y-1", "x-01", "x-+1", "x--1", "s-1a", "x-18446744073709551616", "X-1", "exclusive", "s-1-2"} {
-		if k, id, ok := parseJobName(name); ok {
-			t.Errorf("parseJobName(%q) = %v, %d, true; want not a job name", name, k, id)
-		}
-	}
-}
-
-func TestKindString(t *testing.T) {
-	if Exclusive.String() != "x" || Shared.String() != "s" {
-		t.Fatalf("Kind strings = %q, %q; want \"x\", \"s\"", Exclusive, Shared)
-	}
-	if got := Kind(0).String(); got != "Kind(0)" {
-		t.Fatalf("Kind(0).String() = %q", got)
-	}
-}
-
 func TestOpenRejectsInvalidNames(t *testing.T) {
 	// The last is refused by containerd/cgroups, whose group paths must not look like file paths.
 	for _, name := range []string{"", "/perflock", "../perflock", "a/../../b", "perflock/", "a//b", ".", "sys/fs/cgroup/perflock"} {

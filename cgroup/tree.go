@@ -48,6 +48,8 @@ import (
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
+
+	"github.com/perflock/perflock/internal/jobname"
 )
 
 // Mountpoint returns the directory where the cgroup2 hierarchy is mounted: /sys/fs/cgroup on a
@@ -75,36 +77,24 @@ func Mountpoint() (string, error) {
 	return m, nil
 }
 
-// Kind says which side of the tree a job runs on.
-type Kind uint8
+// Kind says which side of the tree a job runs on; its String ("x", "s") is
+// the prefix of job cgroup names (package jobname).
+type Kind = jobname.Kind
 
 const (
 	// Exclusive jobs run alone: while one runs, the shared side is frozen.
-	Exclusive Kind = iota + 1
+	Exclusive = jobname.Exclusive
 	// Shared jobs run together as background work, in the freezable shared side.
-	Shared
+	Shared = jobname.Shared
 )
 
-// String returns "x" for Exclusive and "s" for Shared, the prefixes of job cgroup names.
-func (k Kind) String() string {
-	switch k {
-	case Exclusive:
-		return "x"
-	case Shared:
-		return "s"
-	}
-	return fmt.Sprintf("Kind(%d)", uint8(k))
-}
-
 // subdir is the child of the tree that holds jobs of kind k.
-func (k Kind) subdir() string {
+func subdir(k Kind) string {
 	if k == Exclusive {
 		return "exclusive"
 	}
 	return "shared"
 }
-
-func (k Kind) valid() bool { return k == Exclusive || k == Shared }
 
 // Controllers enabled, when offered, for the tree and its children. All are optional.
 var wantControllers = [...]string{"cpu", "cpuset", "memory", "pids"}
@@ -159,11 +149,11 @@ func Open(mount, name string) (*Tree, error) {
 	}
 	enableControllers(mount, t.path)
 	for _, k := range [...]Kind{Exclusive, Shared} {
-		dir := filepath.Join(t.dir, k.subdir())
+		dir := filepath.Join(t.dir, subdir(k))
 		if err := mkdirCgroup(dir); err != nil {
 			return nil, err
 		}
-		enableControllers(mount, path.Join(t.path, k.subdir()))
+		enableControllers(mount, path.Join(t.path, subdir(k)))
 		for _, f := range [...]string{procsFile, freezeFile} {
 			p := filepath.Join(dir, f)
 			if err := unix.Faccessat(unix.AT_FDCWD, p, unix.W_OK, unix.AT_EACCESS); err != nil {
@@ -239,7 +229,7 @@ func (t *Tree) Dir() string { return t.dir }
 // It returns ErrInvalidKind for a kind other than Exclusive or Shared, ErrJobExists if that
 // cgroup exists already (Jobs lists it), and ErrNotWritable if it cannot be created.
 func (t *Tree) NewJob(kind Kind, id uint64) (*Job, error) {
-	if !kind.valid() {
+	if !kind.Valid() {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidKind, kind)
 	}
 	j, err := t.job(kind, id)
@@ -272,7 +262,7 @@ func (t *Tree) NewJob(kind Kind, id uint64) (*Job, error) {
 // job returns the Job value for kind and id, whether or not its cgroup exists. Its error, from
 // cgroup2.Load refusing the path, cannot happen for a Tree made by Open, which checks the path.
 func (t *Tree) job(kind Kind, id uint64) (*Job, error) {
-	rel := path.Join(kind.subdir(), jobName(kind, id))
+	rel := path.Join(subdir(kind), jobname.Format(kind, id))
 	cg := path.Join(t.path, rel)
 	m, err := cgroup2.Load(cg, cgroup2.WithMountpoint(t.mount))
 	if err != nil {
@@ -295,14 +285,14 @@ type JobInfo struct {
 func (t *Tree) Jobs() ([]JobInfo, error) {
 	var out []JobInfo
 	for _, k := range [...]Kind{Exclusive, Shared} {
-		sub := filepath.Join(t.dir, k.subdir())
+		sub := filepath.Join(t.dir, subdir(k))
 		ents, err := os.ReadDir(sub)
 		if err != nil {
 			return nil, err
 		}
 		var side []JobInfo
 		for _, e := range ents {
-			kind, id, ok := parseJobName(e.Name())
+			kind, id, ok := jobname.Parse(e.Name())
 			if !e.IsDir() || !ok || kind != k {
 				continue
 			}
@@ -353,7 +343,7 @@ func (t *Tree) ThawShared(ctx context.Context) error {
 // back, which only echoes the request (the kernel freezes tasks asynchronously, and "frozen 1"
 // appears in cgroup.events only once all of them are stopped), and they poll with sleeps.
 func (t *Tree) setShared(ctx context.Context, frozen bool) error {
-	dir := filepath.Join(t.dir, Shared.subdir())
+	dir := filepath.Join(t.dir, subdir(Shared))
 	v := "0"
 	if frozen {
 		v = "1"
@@ -367,13 +357,13 @@ func (t *Tree) setShared(ctx context.Context, frozen bool) error {
 // SharedFrozen reports whether the kernel reports the shared side frozen now, as FreezeShared
 // waits for ("frozen 1" in cgroup.events). While a freeze is in progress it is false.
 func (t *Tree) SharedFrozen() (bool, error) {
-	ev, err := readEvents(filepath.Join(t.dir, Shared.subdir()))
+	ev, err := readEvents(filepath.Join(t.dir, subdir(Shared)))
 	return ev.Frozen, err
 }
 
 // SharedDir returns the directory of the shared side, the cgroup that holds every shared job
 // (its cpu.stat counts the CPU time of them all).
-func (t *Tree) SharedDir() string { return filepath.Join(t.dir, Shared.subdir()) }
+func (t *Tree) SharedDir() string { return filepath.Join(t.dir, subdir(Shared)) }
 
 // RemoveTree removes the cgroup directory dir and every cgroup below it, bottom-up: it kills
 // the processes of each (frozen ones too, through cgroup.kill) and waits for the kernel to report

@@ -4,73 +4,68 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 
-	"github.com/perflock/perflock/cgroup"
-	"github.com/perflock/perflock/units"
+	"github.com/perflock/perflock/daemon/core"
+	"github.com/perflock/perflock/lockq"
 )
 
-// Adopted is a job a restarted daemon finds still running.
-type Adopted struct {
-	Ticket    uint64
-	Shared    bool
-	Placement Placement
-	PIDs      []int
-}
-
-// adopter is a Driver that can find the jobs an earlier daemon placed:
-// their names (x-N, s-N) carry mode and ticket.
-type adopter interface {
-	// Adopt lists the running jobs, removes empty leftovers, and reports
-	// whether the shared jobs are frozen.
-	Adopt(ctx context.Context) (jobs []Adopted, sharedFrozen bool, err error)
-}
-
-func (d *cgroupfsDriver) Adopt(ctx context.Context) ([]Adopted, bool, error) {
-	infos, err := d.tree.Jobs()
+// adopt hands the core, before anything is granted, the jobs an earlier
+// daemon left running (found by the driver, with their records) and the
+// CPU pin it may have left, and carries out what the core decides. The
+// shared jobs are frozen or thawed before the daemon serves: a failure
+// there stops the start.
+func (s *server) adopt(ctx context.Context) error {
+	found, err := s.drv.Adopt(ctx)
 	if err != nil {
-		return nil, false, err
+		return fmt.Errorf("daemon: adopting running jobs: %w", err)
 	}
-	var out []Adopted
-	for _, in := range infos {
-		if !in.Populated {
-			in.Job.Remove()
-			continue
-		}
-		out = append(out, Adopted{Ticket: in.Job.ID(), Shared: in.Job.Kind() == cgroup.Shared, Placement: cgroupPlacement{in.Job}, PIDs: in.Pids})
-	}
-	frozen, err := d.tree.SharedFrozen()
-	return out, frozen, err
-}
-
-func (d *systemdDriver) Adopt(ctx context.Context) ([]Adopted, bool, error) {
-	names, err := d.conn.ListUnits(ctx, "perflock-*.scope")
-	if err != nil {
-		return nil, false, err
-	}
-	var out []Adopted
-	for _, name := range names {
-		job := strings.TrimSuffix(strings.TrimPrefix(name, "perflock-"), ".scope")
-		kind, num, ok := strings.Cut(job, "-")
-		t, err := strconv.ParseUint(num, 10, 64)
-		if !ok || err != nil || (kind != "x" && kind != "s") {
-			continue // not one of ours
-		}
-		a := Adopted{Ticket: t, Shared: kind == "s", Placement: scopePlacement{d.conn, d.watch, name}}
-		if cg, err := d.conn.ControlGroup(ctx, name); err == nil && cg != "" {
-			if mount, err := cgroup.Mountpoint(); err == nil {
-				a.PIDs, _ = cgroup.ReadPids(filepath.Join(mount, cg))
+	records := s.loadRecords()
+	ev := core.Adopt{Now: s.now()}
+	for _, a := range found {
+		t := lockq.Ticket(a.Ticket)
+		s.places[t] = &place{p: a.Placement}
+		ad := core.Adopted{Ticket: t, Shared: a.Shared, Where: a.Placement.Where(), NativeMaxRuntime: a.Placement.EnforcesMaxRuntime()}
+		if len(a.PIDs) > 0 {
+			ad.PID = a.PIDs[0]
+			if uid, argv, err := procOwner(a.PIDs[0]); err == nil {
+				ad.UID, ad.User, ad.Command = uid, s.userName(uid), argv
 			}
 		}
-		out = append(out, a)
+		if rec, ok := records[t]; ok {
+			delete(records, t)
+			ad.Record = s.coreRecord(t, rec)
+		}
+		ev.Jobs = append(ev.Jobs, ad)
 	}
-	st, err := d.conn.FreezerState(ctx, SharedSlice)
-	if err != nil {
-		return nil, false, err
+	for t := range records { // of jobs that ended while no perflockd ran
+		os.Remove(s.recordPath(t))
 	}
-	return out, st != units.FreezerRunning, nil
+	pinned, perr := s.pinner.Adopt()
+	ev.Pin = core.PinLeft{Found: pinned, Err: perr}
+	if pinned {
+		ev.Pin.Mode = s.pinner.Mode().String()
+	}
+	// The freeze (or thaw) and the restore of a pin left behind are done at
+	// once, before serving: nothing may be granted meanwhile.
+	var after []core.Event
+	for _, e := range s.core.Step(ev) {
+		switch e := e.(type) {
+		case core.SetFrozen:
+			if err := s.drv.SetSharedFrozen(ctx, e.Frozen); err != nil {
+				return fmt.Errorf("daemon: setting shared jobs frozen=%v after restart: %w", e.Frozen, err)
+			}
+			after = append(after, core.FreezerDone{Now: s.now()})
+		case core.PinRestore:
+			after = append(after, core.PinDone{Err: s.pinner.Restore(), Now: s.now()})
+		default:
+			s.do(e)
+		}
+	}
+	for _, e := range after {
+		s.step(e)
+	}
+	return nil
 }
 
 // procOwner reads a process's real uid and command line, for listing an

@@ -5,28 +5,31 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/perflock/perflock/daemon/core"
 	"github.com/perflock/perflock/governor"
+	"github.com/perflock/perflock/internal/jobname"
+	"github.com/perflock/perflock/lockq"
 	"github.com/perflock/perflock/proto"
 )
 
+var pidSelf = os.Getpid()
+
 // conn is one client connection. Its reader and writer goroutines belong to
-// the server; job is loop-owned.
+// the server; watch is loop-owned.
 type conn struct {
 	s    *server
+	id   core.ConnID
 	nc   *net.UnixConn
 	cred *unix.Ucred
-	job  *job // loop-owned: the connection's request, once acquired
-	gone bool // loop-owned: closed() has run
-	// gov is the request's --governor, checked by the reader before it
-	// posts the acquire.
-	gov governor.Mode
 
 	watch *watcher // loop-owned: set for a watching connection
 
@@ -39,8 +42,8 @@ type conn struct {
 	stopOnClose func() bool
 }
 
-func newConn(s *server, nc *net.UnixConn, cred *unix.Ucred) *conn {
-	c := &conn{s: s, nc: nc, cred: cred}
+func newConn(s *server, id core.ConnID, nc *net.UnixConn, cred *unix.Ucred) *conn {
+	c := &conn{s: s, id: id, nc: nc, cred: cred}
 	c.stopOnClose = context.AfterFunc(s.ctx, func() { nc.Close() })
 	return c
 }
@@ -134,33 +137,46 @@ func (c *conn) write() {
 			return
 		}
 		c.mu.Unlock()
-		for _, m := range msgs {
-			if watching {
-				c.nc.SetWriteDeadline(time.Time{})
-			} else {
-				c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			}
-			if err := proto.Write(c.nc, m); err != nil {
-				// Usually a client that left (broken pipe): nothing to warn of.
-				c.s.log.Debug("writing to a client failed; dropping it", "pid", c.cred.Pid, "uid", c.cred.Uid, "type", m.Type, "err", err)
-				c.kill()
-				return
-			}
-			wroteList = wroteList || m.Type == proto.TList
+		if !c.writeAll(msgs, watching) {
+			return
 		}
-		if closeAfter {
-			c.mu.Lock()
-			empty := len(c.outbox) == 0
-			c.mu.Unlock()
-			if empty {
-				// Let the client read what we wrote: shut our side, and let
-				// the reader see its EOF or error.
-				c.nc.CloseWrite()
-				c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
-				return
-			}
+		wroteList = wroteList || slices.ContainsFunc(msgs, func(m proto.Msg) bool { return m.Type == proto.TList })
+		if closeAfter && c.shut() {
+			return
 		}
 	}
+}
+
+// writeAll writes msgs; false: the connection is dead.
+func (c *conn) writeAll(msgs []proto.Msg, watching bool) bool {
+	for _, m := range msgs {
+		if watching {
+			c.nc.SetWriteDeadline(time.Time{})
+		} else {
+			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		}
+		if err := proto.Write(c.nc, m); err != nil {
+			// Usually a client that left (broken pipe): nothing to warn of.
+			c.s.log.Debug("writing to a client failed; dropping it", "pid", c.cred.Pid, "uid", c.cred.Uid, "type", m.Type, "err", err)
+			c.kill()
+			return false
+		}
+	}
+	return true
+}
+
+// shut ends our side once everything is written, and lets the client read
+// what we wrote: the reader then sees its EOF or error. False: more was
+// queued meanwhile.
+func (c *conn) shut() bool {
+	c.mu.Lock()
+	empty := len(c.outbox) == 0
+	c.mu.Unlock()
+	if empty {
+		c.nc.CloseWrite()
+		c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	}
+	return empty
 }
 
 func (c *conn) kill() {
@@ -179,38 +195,16 @@ func (c *conn) read() {
 		c.s.post(func() { c.s.closed(c) })
 	}()
 	r := proto.NewReader(c.nc)
-	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	m, err := r.Read()
-	if err != nil {
-		c.readFailed(err)
-		return
-	}
-	if m.Type != proto.THello {
-		c.fail(proto.CodeInvalid, "expected hello, got %s", m.Type)
-		c.drain()
-		return
-	}
-	if m.Version != proto.Version {
-		c.fail(proto.CodeVersion, "perflockd speaks protocol version %d, the client %d: use matching versions of perflock", proto.Version, m.Version)
-		c.drain()
-		return
-	}
-	c.send(proto.Msg{Type: proto.THello, Version: proto.Version, PID: pidSelf, Driver: c.s.drv.Name(), Policy: c.s.policy.String()})
-	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	m, err = r.Read()
-	if err != nil {
-		c.readFailed(err)
+	m, ok := c.handshake(r)
+	if !ok {
 		return
 	}
 	switch m.Type {
 	case proto.TCancel:
-		c.s.post(func() { c.s.cancel(c, m) })
-		c.drain()
-		return
+		c.cancelRequest(m)
 	case proto.TList:
 		c.s.post(func() { c.finishAll(c.s.list()) })
 		c.drain()
-		return
 	case proto.TWatch:
 		// No read deadline: the client closing ends the watch.
 		c.nc.SetReadDeadline(time.Time{})
@@ -221,23 +215,46 @@ func (c *conn) read() {
 		} else {
 			c.readFailed(err)
 		}
-		return
 	case proto.TAcquire:
-		gov, code, err := c.s.checkGovernor(m)
-		if err != nil {
-			c.s.log.Info("refused", "pid", c.cred.Pid, "uid", c.cred.Uid, "governor", m.Governor, "reason", err)
-			c.fail(code, "%v", err)
-			c.drain()
-			return
+		if c.acquire(m) {
+			c.session(r)
 		}
-		c.gov = gov
-		c.nc.SetReadDeadline(time.Time{})
-		c.s.post(func() { c.s.acquire(c, m) })
 	default:
 		c.fail(proto.CodeInvalid, "expected acquire, list, watch or cancel, got %s", m.Type)
 		c.drain()
-		return
 	}
+}
+
+// handshake answers the client's hello and reads its request.
+func (c *conn) handshake(r *proto.Reader) (proto.Msg, bool) {
+	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	m, err := r.Read()
+	if err != nil {
+		c.readFailed(err)
+		return m, false
+	}
+	if m.Type != proto.THello {
+		c.fail(proto.CodeInvalid, "expected hello, got %s", m.Type)
+		c.drain()
+		return m, false
+	}
+	if m.Version != proto.Version {
+		c.fail(proto.CodeVersion, "perflockd speaks protocol version %d, the client %d: use matching versions of perflock", proto.Version, m.Version)
+		c.drain()
+		return m, false
+	}
+	c.send(proto.Msg{Type: proto.THello, Version: proto.Version, PID: pidSelf, Driver: c.s.drv.Name(), Policy: c.s.core.Policy().String()})
+	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	if m, err = r.Read(); err != nil {
+		c.readFailed(err)
+		return m, false
+	}
+	return m, true
+}
+
+// session reads what a client with a request sends after it: place, done.
+func (c *conn) session(r *proto.Reader) {
+	s := c.s
 	for {
 		m, err := r.Read()
 		if err != nil {
@@ -246,15 +263,93 @@ func (c *conn) read() {
 		}
 		switch m.Type {
 		case proto.TPlace:
-			c.s.post(func() { c.s.place(c, m.PID) })
+			// The client cannot fake its pid or uid (SO_PEERCRED), and its
+			// unreaped child cannot be replaced by another process.
+			if err := checkChild(m.PID, int(c.cred.Pid), c.cred.Uid); err != nil {
+				s.log.Warn("place refused", "pid", m.PID, "client", c.cred.Pid, "err", err)
+				c.fail(proto.CodeDenied, "%v", err)
+				c.drain()
+				return
+			}
+			s.post(func() { s.step(core.Place{Conn: c.id, PID: m.PID, Now: s.now()}) })
 		case proto.TDone:
-			c.s.post(func() { c.s.done(c, m.Status) })
+			s.post(func() { s.step(core.Done{Conn: c.id, Status: m.Status, Now: s.now()}) })
 		default:
 			c.fail(proto.CodeInvalid, "unexpected %s message", m.Type)
 			c.drain()
 			return
 		}
 	}
+}
+
+// acquire checks what can be checked before the request is queued (its
+// governor, its rejoin token) and hands it to the core.
+func (c *conn) acquire(m proto.Msg) bool {
+	s := c.s
+	gov, code, err := s.checkGovernor(m)
+	if err != nil {
+		s.log.Info("refused", "pid", c.cred.Pid, "uid", c.cred.Uid, "governor", m.Governor, "reason", err)
+		c.fail(code, "%v", err)
+		c.drain()
+		return false
+	}
+	if m.Ticket != 0 && !s.state.canRejoin(lockq.Ticket(m.Ticket), c.cred.Uid, m.Token) {
+		c.fail(proto.CodeInvalid, "cannot rejoin with ticket %d: not a ticket of this user from before perflockd restarted, or too late", m.Ticket)
+		c.drain()
+		return false
+	}
+	a := core.Acquire{
+		Conn: c.id, UID: c.cred.Uid, PID: int(c.cred.Pid), Mode: m.Mode, Resources: m.Resources,
+		Preemptible: m.Preemptible, Nonblock: m.Nonblock, Timeout: msDuration(m.TimeoutMS),
+		MaxRuntime: msDuration(m.MaxRuntimeMS), Command: m.Command, Key: m.Key,
+		IfElapsed: msDuration(m.IfElapsedMS), Replace: m.Replace, ExpireAfter: msDuration(m.ExpireAfterMS),
+		Report: m.Report, Rejoin: lockq.Ticket(m.Ticket),
+	}
+	if gov != governor.None {
+		a.Governor = gov.String()
+	}
+	c.nc.SetReadDeadline(time.Time{})
+	s.post(func() {
+		a.User, a.Now = s.userName(a.UID), s.now()
+		if a.Key != "" && s.history != nil {
+			if t, ok := s.history.lastSuccess(a.UID, a.Key); ok {
+				a.LastSuccess = core.Time(t.UnixNano())
+			}
+		}
+		s.step(a)
+	})
+	return true
+}
+
+// msDuration is a protocol's milliseconds as a Duration, saturated: a
+// client's huge value means "very long", never a negative wrap.
+func msDuration(ms int64) core.Duration {
+	if ms <= 0 {
+		return 0
+	}
+	if ms > math.MaxInt64/int64(core.Millisecond) {
+		return core.Duration(math.MaxInt64)
+	}
+	return core.Duration(ms) * core.Millisecond
+}
+
+// cancelRequest is wholock --cancel, by ticket or by job name.
+func (c *conn) cancelRequest(m proto.Msg) {
+	s := c.s
+	t := lockq.Ticket(m.Ticket)
+	if m.Job != "" {
+		_, n, ok := jobname.Parse(m.Job)
+		if !ok {
+			c.fail(proto.CodeInvalid, "no job %q: want a job name like x-42 or a ticket number", m.Job)
+			c.drain()
+			return
+		}
+		t = lockq.Ticket(n)
+	}
+	s.post(func() {
+		s.step(core.Cancel{Conn: c.id, UID: c.cred.Uid, User: s.userName(c.cred.Uid), Ticket: t, Now: s.now()})
+	})
+	c.drain()
 }
 
 // readFailed answers a broken message with an error; a closed or timed-out

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,14 @@ func TestMain(m *testing.M) {
 // startDaemon runs a real daemon on a fresh socket and stops it at cleanup.
 func startDaemon(t *testing.T, cfg Config) string {
 	t.Helper()
+	_, sock := startServer(t, cfg)
+	return sock
+}
+
+// startServer is startDaemon that also returns the daemon's server, for
+// looking at its state from its loop (inLoop).
+func startServer(t *testing.T, cfg Config) (*server, string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "pld")
 	if err != nil {
 		t.Fatal(err)
@@ -37,25 +46,27 @@ func startDaemon(t *testing.T, cfg Config) string {
 		cfg.Driver = "none"
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.Logger = testLogger(t)
 	}
-	ready := make(chan struct{})
-	cfg.OnReady = func() { close(ready) }
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg) }()
-	select {
-	case <-ready:
-	case err := <-done:
+	s, err := open(ctx, cfg)
+	if err != nil {
+		cancel()
 		t.Fatalf("daemon: %v", err)
 	}
+	done := make(chan error, 1)
+	go func() { done <- s.serve() }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("daemon stopped with %v", err)
 		}
 	})
-	return cfg.Socket
+	return s, cfg.Socket
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 type testWriter struct{ t *testing.T }
@@ -662,42 +673,48 @@ func TestLongQueueIsListedWhole(t *testing.T) {
 type orderDriver struct {
 	noneDriver
 	found  []Adopted
+	mu     sync.Mutex
 	frozen []bool
 }
 
 func (d *orderDriver) CanFreeze() bool { return true }
 func (d *orderDriver) SetSharedFrozen(_ context.Context, f bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.frozen = append(d.frozen, f)
 	return nil
 }
-func (d *orderDriver) Adopt(context.Context) ([]Adopted, bool, error) { return d.found, true, nil }
+func (d *orderDriver) Adopt(context.Context) ([]Adopted, error) { return d.found, nil }
+func (d *orderDriver) calls() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return fmt.Sprint(d.frozen)
+}
 
+// A restarted daemon keeps the shared jobs frozen while an adopted
+// exclusive one runs, whatever order its driver lists them in, and
+// freezes them before it serves.
 func TestAdoptionKeepsSharedJobsFrozenWhateverTheOrder(t *testing.T) {
 	for _, order := range [][]Adopted{
-		{{Ticket: 3, Shared: true, Placement: nonePlacement{}}, {Ticket: 4, Placement: nonePlacement{}}},
-		{{Ticket: 4, Placement: nonePlacement{}}, {Ticket: 3, Shared: true, Placement: nonePlacement{}}},
+		{{Ticket: 3, Shared: true, Placement: blockedPlacement{}}, {Ticket: 4, Placement: blockedPlacement{}}},
+		{{Ticket: 4, Placement: blockedPlacement{}}, {Ticket: 3, Shared: true, Placement: blockedPlacement{}}},
 	} {
 		d := &orderDriver{found: order}
-		s := newServer(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxWaiting: 1}, d, lockq.Freeze)
-		var stop context.CancelFunc
-		s.ctx, stop = context.WithCancel(context.Background())
-		if err := s.adopt(s.ctx); err != nil {
-			t.Fatal(err)
+		sock := startDaemon(t, Config{drv: d, Policy: lockq.Freeze})
+		if got := d.calls(); got != "[true]" {
+			t.Errorf("adopting %v: freeze calls %s before serving, want [true]", order, got)
 		}
-		var states []string
-		for _, e := range s.list()[0].Entries {
-			states = append(states, e.Job+":"+e.State)
+		waitList(t, sock, "3:frozen 4:running")
+		if got := d.calls(); got != "[true]" {
+			t.Errorf("adopting %v: freeze calls %s, want [true] and nothing after", order, got)
 		}
-		if got := strings.Join(states, " "); got != "s-3:frozen x-4:running" {
-			t.Errorf("adopting %v: %s, want s-3:frozen x-4:running", order, got)
-		}
-		if len(d.frozen) != 1 || !d.frozen[0] || s.wantFrozen != true {
-			t.Errorf("adopting %v: freeze calls %v, want [true] and nothing after", order, d.frozen)
-		}
-		stop()
-		s.wg.Wait()
 	}
 }
+
+// blockedPlacement is a place whose job never ends.
+type blockedPlacement struct{ nonePlacement }
+
+func (blockedPlacement) WaitEmpty(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
 
 // The daemon never listens in a directory someone else could tamper with.
 func TestSocketDirectoryMustBeSafe(t *testing.T) {

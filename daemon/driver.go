@@ -2,20 +2,16 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
-
-	"golang.org/x/sys/unix"
-
-	"github.com/perflock/perflock/cgroup"
 )
 
 // Driver is where jobs run: it places a job's first process, says when the
-// job has no process left, and freezes the shared jobs as a whole. A Driver
-// that is also an io.Closer is closed when the daemon stops.
+// job has no process left, freezes the shared jobs as a whole, finds the
+// jobs an earlier daemon placed, and names the cgroups a run report reads.
+// Each driver is whole in a file of its own: driver_none.go,
+// driver_cgroupfs.go, driver_systemd.go.
 type Driver interface {
 	// Name is "systemd", "cgroupfs" or "none".
 	Name() string
@@ -27,6 +23,15 @@ type Driver interface {
 	// SetSharedFrozen freezes (or thaws) every shared job and returns once
 	// the kernel or service manager confirms it.
 	SetSharedFrozen(ctx context.Context, frozen bool) error
+	// Adopt lists the jobs an earlier daemon placed that still run (their
+	// names, x-N and s-N, carry mode and ticket) and removes empty
+	// leftovers.
+	Adopt(ctx context.Context) ([]Adopted, error)
+	// SharedCgroupDir is the cgroup directory all shared jobs live under,
+	// which a run report reads; an error says why there is none.
+	SharedCgroupDir(ctx context.Context) (string, error)
+	// Close lets go of the driver's resources; the jobs keep running.
+	Close() error
 }
 
 // JobSpec is what a driver is told of a job.
@@ -53,11 +58,21 @@ type Placement interface {
 	// Stop ends the job: SIGTERM to every process, SIGKILL to what is left
 	// after grace. It returns once the job is empty or ctx ends.
 	Stop(ctx context.Context, grace time.Duration) error
+	// CgroupDir is the cgroup directory whose figures are the job's, for
+	// its run report; an error says why there is none.
+	CgroupDir(ctx context.Context) (string, error)
+	// EnforcesMaxRuntime: the driver stops the job at its MaxRuntime by
+	// itself (systemd's RuntimeMaxUSec).
+	EnforcesMaxRuntime() bool
 }
 
-// nativeMaxRuntime is a Placement whose driver stops the job at its
-// MaxRuntime by itself (systemd's RuntimeMaxUSec).
-type nativeMaxRuntime interface{ EnforcesMaxRuntime() bool }
+// Adopted is a job a restarted daemon finds still running.
+type Adopted struct {
+	Ticket    uint64
+	Shared    bool
+	Placement Placement
+	PIDs      []int
+}
 
 // OpenDriver picks a driver by name: "systemd", "cgroupfs", "none", or
 // "auto": systemd where it is the service manager and its bus answers,
@@ -88,136 +103,4 @@ func OpenDriver(ctx context.Context, name, cgroupName string, th Throttle, log *
 		return d, nil
 	}
 	return nil, fmt.Errorf("%w: unknown driver %q (want auto, systemd, cgroupfs or none)", ErrConfig, name)
-}
-
-// noneDriver runs jobs as plain processes: the lease is the connection,
-// which the job inherits.
-type noneDriver struct{}
-
-func (noneDriver) Name() string    { return "none" }
-func (noneDriver) CanFreeze() bool { return false }
-func (noneDriver) Place(_ context.Context, _ JobSpec, pid int) (Placement, error) {
-	return nonePlacement{pid: pid}, nil
-}
-func (noneDriver) SetSharedFrozen(context.Context, bool) error {
-	return errors.New("daemon: the none driver cannot freeze")
-}
-
-// nonePlacement knows only the job's first process.
-type nonePlacement struct{ pid int }
-
-func (nonePlacement) Where() string                   { return "" }
-func (nonePlacement) WaitEmpty(context.Context) error { return nil }
-func (nonePlacement) Remove() error                   { return nil }
-
-// Stop signals the job's first process, watching it through a pidfd.
-func (p nonePlacement) Stop(ctx context.Context, grace time.Duration) error {
-	fd, err := unix.PidfdOpen(p.pid, 0)
-	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return nil
-		}
-		return fmt.Errorf("daemon: stop pid %d: %w", p.pid, err)
-	}
-	defer unix.Close(fd)
-	unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
-	if pidfdExited(ctx, fd, grace) {
-		return nil
-	}
-	unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-	pidfdExited(ctx, fd, grace)
-	return nil
-}
-
-// pidfdExited waits up to d (or until ctx ends) for the process to exit.
-func pidfdExited(ctx context.Context, fd int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for ctx.Err() == nil {
-		ms := int(time.Until(deadline) / time.Millisecond)
-		if ms <= 0 {
-			return false
-		}
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, min(ms, 100))
-		if err == nil && n > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// cgroupfsDriver places jobs in perflock's own cgroup2 subtree.
-type cgroupfsDriver struct {
-	tree  *cgroup.Tree
-	claim io.Closer // this daemon's flock on the subtree
-}
-
-func openCgroupfs(name string) (Driver, error) {
-	mount, err := cgroup.Mountpoint()
-	if err != nil {
-		return nil, fmt.Errorf("cgroupfs driver: %w", err)
-	}
-	t, err := cgroup.Open(mount, name)
-	if err != nil {
-		return nil, fmt.Errorf("cgroupfs driver: %w", err)
-	}
-	claim, err := claimDir(t.Dir())
-	if err != nil {
-		return nil, fmt.Errorf("cgroupfs driver: %w (the cgroup subtree %s: give this one another --cgroup-name)", err, t.Path())
-	}
-	return &cgroupfsDriver{tree: t, claim: claim}, nil
-}
-
-// Close lets go of the subtree; the jobs keep running.
-func (d *cgroupfsDriver) Close() error { return d.claim.Close() }
-
-func (d *cgroupfsDriver) Name() string    { return "cgroupfs" }
-func (d *cgroupfsDriver) CanFreeze() bool { return true }
-
-func (d *cgroupfsDriver) Place(ctx context.Context, job JobSpec, pid int) (Placement, error) {
-	kind := cgroup.Exclusive
-	if job.Shared {
-		kind = cgroup.Shared
-	}
-	j, err := d.tree.NewJob(kind, job.Ticket)
-	if err != nil {
-		return nil, err
-	}
-	if err := j.Add(pid); err != nil {
-		_ = j.Remove()
-		return nil, err
-	}
-	return cgroupPlacement{j}, nil
-}
-
-func (d *cgroupfsDriver) SetSharedFrozen(ctx context.Context, frozen bool) error {
-	if frozen {
-		return d.tree.FreezeShared(ctx)
-	}
-	return d.tree.ThawShared(ctx)
-}
-
-type cgroupPlacement struct{ j *cgroup.Job }
-
-func (p cgroupPlacement) Where() string                       { return p.j.Path() }
-func (p cgroupPlacement) WaitEmpty(ctx context.Context) error { return p.j.WaitEmpty(ctx) }
-func (p cgroupPlacement) Remove() error                       { return p.j.Remove() }
-
-// Stop sends SIGTERM to every process of the job, then kills the cgroup.
-func (p cgroupPlacement) Stop(ctx context.Context, grace time.Duration) error {
-	pids, err := p.j.Pids()
-	if err != nil {
-		return err
-	}
-	for _, pid := range pids {
-		unix.Kill(pid, unix.SIGTERM)
-	}
-	wctx, cancel := context.WithTimeout(ctx, grace)
-	defer cancel()
-	if p.j.WaitEmpty(wctx) == nil {
-		return nil
-	}
-	if err := p.j.Kill(); err != nil {
-		return err
-	}
-	return p.j.WaitEmpty(ctx)
 }

@@ -3,14 +3,13 @@ package daemon
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/perflock/perflock/daemon/core"
 	"github.com/perflock/perflock/governor"
 	"github.com/perflock/perflock/internal/atomicfile"
 	"github.com/perflock/perflock/lockq"
@@ -19,8 +18,8 @@ import (
 // A job record keeps, for a running job, what a restarted perflockd cannot
 // read from the job's cgroup or unit name (which say only x or s and the
 // ticket): its mode with a group id, its resources, key, --governor, owner
-// and command. It is written once the job is placed, as RunDir/jobs/N.json,
-// and removed with the lease.
+// command and runtime limit. It is written once the job is placed, as
+// RunDir/jobs/N.json, and removed with the lease.
 type jobRecord struct {
 	Mode        string   `json:"mode"`
 	Resources   []string `json:"resources"`
@@ -30,44 +29,38 @@ type jobRecord struct {
 	Command     []string `json:"command,omitempty"`
 	Key         string   `json:"key,omitempty"`
 	Governor    string   `json:"governor,omitempty"`
+	// MaxRuntimeMS and PlacedUnixMS: the job is stopped at placed + max
+	// runtime, by a restarted daemon too.
+	MaxRuntimeMS int64 `json:"max_runtime_ms,omitempty"`
+	PlacedUnixMS int64 `json:"placed_unix_ms,omitempty"`
 }
 
 func (s *server) recordPath(t lockq.Ticket) string {
 	return filepath.Join(s.cfg.RunDir, "jobs", strconv.FormatUint(uint64(t), 10)+".json")
 }
 
-// saveRecord writes j's record, for a driver whose jobs a restarted daemon
-// adopts; a failure is logged: the job runs all the same.
-func (s *server) saveRecord(j *job) {
-	if _, ok := s.drv.(adopter); !ok {
-		return
-	}
-	r := jobRecord{Mode: j.mode.String(), Resources: j.resources, Preemptible: j.preemptible, UID: j.uid,
-		ClientPID: j.clientPID, Command: j.command, Key: j.key}
-	if j.gov != governor.None {
-		r.Governor = j.gov.String()
-	}
+// saveRecord writes a job's record; a failure is logged: the job runs
+// all the same.
+func (s *server) saveRecord(t lockq.Ticket, rec core.Record) {
+	r := jobRecord{Mode: rec.Mode.String(), Resources: rec.Resources, Preemptible: rec.Preemptible, UID: rec.UID,
+		ClientPID: rec.ClientPID, Command: rec.Command, Key: rec.Key, Governor: rec.Governor,
+		MaxRuntimeMS: int64(rec.MaxRuntime / core.Millisecond), PlacedUnixMS: wall(rec.Placed).UnixMilli()}
 	b, err := json.Marshal(r)
 	if err == nil {
-		p := s.recordPath(j.ticket)
+		p := s.recordPath(t)
 		if err = os.MkdirAll(filepath.Dir(p), 0o700); err == nil {
 			err = atomicfile.WriteFile(p, b, 0o600)
 		}
 	}
 	if err != nil {
-		s.log.Warn("saving the job's record; after a restart it is adopted as x or s on cpu only", "job", j.name, "err", err)
-		return
+		s.log.Warn("saving the job's record; after a restart it is adopted as x or s on cpu only", "ticket", t, "err", err)
 	}
-	j.recorded = true
 }
 
-// dropRecord removes j's record once its lease ended.
-func (s *server) dropRecord(j *job) {
-	if !j.recorded {
-		return
-	}
-	if err := os.Remove(s.recordPath(j.ticket)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("removing the job's record", "job", j.name, "err", err)
+// dropRecord removes a job's record once its lease ended.
+func (s *server) dropRecord(t lockq.Ticket) {
+	if err := os.Remove(s.recordPath(t)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("removing the job's record", "ticket", t, "err", err)
 	}
 }
 
@@ -102,24 +95,23 @@ func (s *server) loadRecords() map[lockq.Ticket]jobRecord {
 	return out
 }
 
-// fromRecord gives an adopted job what its record says, if the record
-// agrees with what the driver found (shared or not, the machine held).
-func (j *job) fromRecord(r jobRecord) error {
+// coreRecord is a record as the core takes it, or nil when it cannot be
+// read (it is removed; the job is adopted from what its driver says).
+func (s *server) coreRecord(t lockq.Ticket, r jobRecord) *core.Record {
 	mode, err := lockq.ParseMode(r.Mode)
+	if err == nil {
+		_, err = governor.ParseMode(r.Governor)
+	}
 	if err != nil {
-		return err
+		s.log.Warn("ignoring and removing the job's record", "ticket", t, "err", err)
+		os.Remove(s.recordPath(t))
+		return nil
 	}
-	if (mode.Kind == lockq.Shared) != j.shared {
-		return fmt.Errorf("record says %s, the driver %s", r.Mode, j.name)
+	rec := &core.Record{Mode: mode, Resources: r.Resources, Preemptible: r.Preemptible, UID: r.UID,
+		User: s.userName(r.UID), ClientPID: r.ClientPID, Command: r.Command, Key: r.Key, Governor: r.Governor,
+		MaxRuntime: msDuration(r.MaxRuntimeMS)}
+	if r.PlacedUnixMS > 0 {
+		rec.Placed = core.Time(r.PlacedUnixMS) * core.Time(core.Millisecond)
 	}
-	if !slices.Contains(r.Resources, lockq.Machine) {
-		return fmt.Errorf("record's resources %v lack %s", r.Resources, lockq.Machine)
-	}
-	gov, err := governor.ParseMode(r.Governor)
-	if err != nil {
-		return err
-	}
-	j.mode, j.resources, j.preemptible, j.key, j.gov = mode, r.Resources, r.Preemptible, r.Key, gov
-	j.uid, j.clientPID, j.command = r.UID, r.ClientPID, r.Command
-	return nil
+	return rec
 }

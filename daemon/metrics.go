@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/perflock/perflock/daemon/core"
 	"github.com/perflock/perflock/lockq"
 )
 
@@ -46,18 +47,18 @@ type Observer interface {
 
 // Why a request was cancelled.
 const (
-	CancelClient  = "client"  // its client hung up while it waited
-	CancelUser    = "cancel"  // wholock --cancel
-	CancelReplace = "replace" // a newer job of its key with --replace
-	CancelExpire  = "expire"  // a newer job of its key with --expire-after
+	CancelClient  = core.CancelClient  // its client hung up while it waited
+	CancelUser    = core.CancelUser    // wholock --cancel
+	CancelReplace = core.CancelReplace // a newer job of its key with --replace
+	CancelExpire  = core.CancelExpire  // a newer job of its key with --expire-after
 )
 
 // How a job ended, from the status its client reported with done.
 const (
-	ResultSuccess = "success" // status 0
-	ResultFailure = "failure" // 1…127
-	ResultSignal  = "signal"  // 128 and above: died of a signal, as shells report it
-	ResultUnknown = "unknown" // no status: the client was gone (or the job adopted)
+	ResultSuccess = core.ResultSuccess // status 0
+	ResultFailure = core.ResultFailure // 1…127
+	ResultSignal  = core.ResultSignal  // 128 and above: died of a signal, as shells report it
+	ResultUnknown = core.ResultUnknown // no status: the client was gone (or the job adopted)
 )
 
 // Modes and states of the queue as Stats counts them.
@@ -117,33 +118,20 @@ func (s *server) stats(ctx context.Context) (Stats, error) {
 // snapshot counts the queue; loop only.
 func (s *server) snapshot() Stats {
 	st := Stats{Conns: len(s.conns)}
-	for _, e := range s.q.View() {
+	for _, v := range s.core.Jobs() {
 		state := StateWaiting
 		switch {
-		case !e.Holding:
-		case e.Suspend == lockq.IsSuspended:
+		case !v.Phase.Holding():
+		case v.Suspend == lockq.IsSuspended:
 			state = StateFrozen
 		default:
 			state = StateRunning
 		}
-		if int(e.Mode.Kind) < len(ModeNames) {
-			st.Requests[e.Mode.Kind][state]++
+		if int(v.Mode.Kind) < len(ModeNames) {
+			st.Requests[v.Mode.Kind][state]++
 		}
 	}
 	return st
-}
-
-// result classifies how j ended.
-func (j *job) result() string {
-	switch {
-	case !j.reported:
-		return ResultUnknown
-	case j.status == 0:
-		return ResultSuccess
-	case j.status >= 128:
-		return ResultSignal
-	}
-	return ResultFailure
 }
 
 // nopObserver is the Observer when metrics are off.

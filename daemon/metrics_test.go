@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/perflock/perflock/daemon/core"
 	"github.com/perflock/perflock/lockq"
 )
 
@@ -92,15 +93,25 @@ func TestMetricsUnixSocketIsMadeSafely(t *testing.T) {
 	}
 }
 
+// idleServer is a server with no loop running: tests run one as they need.
+func idleServer(t *testing.T, drv Driver, policy lockq.Policy) *server {
+	t.Helper()
+	st, err := loadRunState(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(context.Background(), Config{Policy: policy, MaxWaiting: 10, Logger: testLogger(t)}, drv, st, nil)
+	t.Cleanup(s.stop)
+	return s
+}
+
 // A scrape waits for the loop only so long: a wedged loop (here, none
 // running at all) costs the scraper an error, not a hang.
 func TestStatsAreBoundedWhenTheLoopDoesNotAnswer(t *testing.T) {
 	old := statsTimeout
 	statsTimeout = 50 * time.Millisecond
 	defer func() { statsTimeout = old }()
-	s := newServer(Config{}, noneDriver{}, lockq.Drain)
-	s.ctx, s.stop = context.WithCancel(context.Background())
-	defer s.stop()
+	s := idleServer(t, noneDriver{}, lockq.Drain)
 	for range cap(s.events) { // the loop's inbox is full
 		s.events <- func() {}
 	}
@@ -119,9 +130,7 @@ func TestStatsAreBoundedWhenTheLoopDoesNotAnswer(t *testing.T) {
 
 // Stats counts the queue by mode and state, read through the loop.
 func TestStatsCountTheQueue(t *testing.T) {
-	s := newServer(Config{}, noneDriver{}, lockq.Freeze)
-	s.ctx, s.stop = context.WithCancel(context.Background())
-	defer s.stop()
+	s := idleServer(t, &orderDriver{}, lockq.Freeze)
 	go func() { // the loop
 		for {
 			select {
@@ -132,24 +141,19 @@ func TestStatsCountTheQueue(t *testing.T) {
 			}
 		}
 	}()
-	machine := []string{lockq.Machine}
-	done := make(chan error, 1)
+	done := make(chan struct{})
 	s.post(func() {
-		p, _, err := s.q.Enqueue(lockq.Request{Mode: lockq.SharedMode(), Resources: machine, Preemptible: true})
-		if err == nil {
-			_, _, err = s.q.Enqueue(lockq.Request{Mode: lockq.ExclusiveMode(), Resources: machine})
-		}
-		if err == nil {
-			_, err = s.q.Suspended(p) // the freeze is confirmed: the exclusive one runs
-		}
-		if err == nil {
-			_, _, err = s.q.Enqueue(lockq.Request{Mode: lockq.GroupMode(3), Resources: machine})
-		}
-		done <- err
+		defer close(done)
+		now := s.now()
+		c := s.core
+		c.Step(core.Adopt{Now: now})
+		c.Step(core.FreezerDone{Now: now})
+		c.Step(core.Acquire{Conn: 1, UID: 1, Mode: "shared", Preemptible: true, Command: []string{"a"}, Now: now})
+		c.Step(core.Acquire{Conn: 2, UID: 1, Mode: "exclusive", Command: []string{"b"}, Now: now})
+		c.Step(core.FreezerDone{Now: now}) // the freeze is confirmed: the exclusive one runs
+		c.Step(core.Acquire{Conn: 3, UID: 1, Mode: "group(3)", Command: []string{"c"}, Now: now})
 	})
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	<-done
 	st, err := s.stats(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -2,70 +2,18 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/perflock/perflock/cgroup"
+	"github.com/perflock/perflock/daemon/core"
 	"github.com/perflock/perflock/proto"
 )
 
 // reportTimeout bounds the driver calls that find a job's cgroups for its
 // run report.
 const reportTimeout = 5 * time.Second
-
-// cgroupDirPlacement is a Placement whose job has a cgroup directory of its
-// own, which a run report reads.
-type cgroupDirPlacement interface {
-	CgroupDir(ctx context.Context) (string, error)
-}
-
-// sharedDirDriver is a Driver whose shared jobs all live under one cgroup
-// directory, which a run report reads.
-type sharedDirDriver interface {
-	SharedCgroupDir(ctx context.Context) (string, error)
-}
-
-func (p cgroupPlacement) CgroupDir(context.Context) (string, error) { return p.j.Dir(), nil }
-
-func (d *cgroupfsDriver) SharedCgroupDir(context.Context) (string, error) {
-	return d.tree.SharedDir(), nil
-}
-
-// CgroupDir is, for an exclusive or group job, the cgroup of
-// perflock-exclusive.slice rather than the scope's: systemd removes a
-// scope's cgroup as soon as its last process exits, before the client
-// sends done, while the slice stays and keeps the figures of the children
-// it had. During an exclusive run the slice holds the job alone (a group
-// job's figures are its group's).
-func (p scopePlacement) CgroupDir(ctx context.Context) (string, error) {
-	unit := p.name
-	if strings.HasPrefix(p.name, "perflock-x-") {
-		unit = ExclusiveSlice
-	}
-	return unitCgroupDir(ctx, p.conn.ControlGroup, unit)
-}
-
-func (d *systemdDriver) SharedCgroupDir(ctx context.Context) (string, error) {
-	return unitCgroupDir(ctx, d.conn.ControlGroup, SharedSlice)
-}
-
-// unitCgroupDir is the directory of unit's cgroup under the cgroup2 mount.
-func unitCgroupDir(ctx context.Context, controlGroup func(context.Context, string) (string, error), unit string) (string, error) {
-	cg, err := controlGroup(ctx, unit)
-	if err != nil {
-		return "", err
-	}
-	if cg == "" {
-		return "", fmt.Errorf("%s has no cgroup (not active)", unit)
-	}
-	mount, err := cgroup.Mountpoint()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(mount, cg), nil
-}
 
 // runSample is what a run report reads at the start and at the end of a
 // job. The directories, and the reasons when there are none, are found at
@@ -94,30 +42,53 @@ func firstSample(ctx context.Context, drv Driver, p Placement, named bool) *runS
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
 	r := &runSample{}
-	switch c, ok := p.(cgroupDirPlacement); {
-	case named:
+	if named {
 		r.jobWhy = "a job without the cpu resource runs in no cgroup"
-	case !ok:
-		r.jobWhy = fmt.Sprintf("the %s driver runs jobs in no cgroup", drv.Name())
-	default:
-		var err error
-		if r.jobDir, err = c.CgroupDir(ctx); err != nil {
-			r.jobWhy = fmt.Sprintf("the job's cgroup: %v", err)
-		}
-	}
-	switch d, ok := drv.(sharedDirDriver); {
-	case named:
 		r.sharedWhy = "a job without the cpu resource freezes no shared job"
-	case !ok || !drv.CanFreeze():
-		r.sharedWhy = fmt.Sprintf("the %s driver has no shared cgroup and cannot freeze", drv.Name())
-	default:
-		var err error
-		if r.sharedDir, err = d.SharedCgroupDir(ctx); err != nil {
-			r.sharedWhy = fmt.Sprintf("the shared jobs' cgroup: %v", err)
-		}
+	} else {
+		r.jobDir, r.jobWhy = cgroupWhy(p.CgroupDir(ctx))("the job's cgroup")
+		r.sharedDir, r.sharedWhy = cgroupWhy(drv.SharedCgroupDir(ctx))("the shared jobs' cgroup")
 	}
 	r.read()
 	return r
+}
+
+// cgroupWhy is a cgroup directory, or why there is none: a driver without
+// cgroups says so itself; a failure is named for what failed.
+func cgroupWhy(dir string, err error) func(what string) (string, string) {
+	return func(what string) (string, string) {
+		switch {
+		case err == nil:
+			return dir, ""
+		case errors.Is(err, errNoCgroup) || errors.Is(err, errNoShared):
+			return "", err.Error()
+		}
+		return "", fmt.Sprintf("%s: %v", what, err)
+	}
+}
+
+// sendReport answers done with the job's run report. The files are read
+// outside the loop; the connection stays open (and so the job's cgroup)
+// until the client has read the report and closed it.
+func (s *server) sendReport(e core.SendReport) {
+	c := s.conns[e.Conn]
+	if c == nil {
+		return
+	}
+	driver, policy := s.drv.Name(), s.core.Policy().String()
+	var start *runSample
+	if pl := s.places[e.Ticket]; pl != nil {
+		start = pl.start
+	}
+	if start == nil {
+		c.send(proto.Msg{Type: proto.TReport, Figures: &proto.Report{Job: e.Job, Driver: driver, Policy: policy,
+			Unavailable: map[string]string{"all": "the job was never placed"}}})
+		return
+	}
+	s.goFn(func() {
+		rep := buildReport(start, start.next(), e.Job, driver, policy, e.FrozenJobs)
+		c.send(proto.Msg{Type: proto.TReport, Figures: rep})
+	})
 }
 
 // next reads the same files again, for the end of the run.
@@ -145,52 +116,9 @@ func (r *runSample) read() {
 func buildReport(start, end *runSample, job, driver, policy string, frozenJobs int) *proto.Report {
 	rep := &proto.Report{Job: job, Driver: driver, Policy: policy, WallUS: us(end.at.Sub(start.at)), JobCgroup: start.jobDir}
 	why := map[string]string{}
-
-	var busy time.Duration
-	if err := firstErr(start.machineErr, end.machineErr); err != nil {
-		why["machine_busy_us"] = err.Error()
-	} else {
-		busy = max(end.machine.Busy-start.machine.Busy, 0)
-		rep.MachineBusyUS = ptr(us(busy))
-		rep.OnlineCPUs = end.machine.Online
-	}
-
-	jobErr := firstErr(start.jobErr, end.jobErr)
-	switch {
-	case start.jobDir == "":
-		for _, k := range []string{"job_cpu", "pressure", "throttling"} {
-			why[k] = start.jobWhy
-		}
-	case jobErr != nil:
-		why["job_cpu"], why["throttling"] = jobErr.Error(), jobErr.Error()
-	default:
-		rep.JobCPU = &proto.ReportCPU{
-			TotalUS:  us(end.job.CPU - start.job.CPU),
-			UserUS:   us(end.job.User - start.job.User),
-			SystemUS: us(end.job.System - start.job.System),
-		}
-		if start.job.Throttling && end.job.Throttling {
-			rep.Throttling = &proto.ReportThrottling{
-				NrThrottled: end.job.NrThrottled - min(start.job.NrThrottled, end.job.NrThrottled),
-				ThrottledUS: us(end.job.Throttled - start.job.Throttled),
-			}
-		} else {
-			why["throttling"] = "the cpu controller is not enabled for the job's cgroup (cpu.stat has no nr_throttled)"
-		}
-	}
-	if start.jobDir != "" {
-		if err := firstErr(start.psiErr, end.psiErr); err != nil {
-			why["pressure"] = err.Error()
-		} else {
-			rep.Pressure = &proto.ReportPressure{SomeUS: us(end.psi.Some - start.psi.Some)}
-			if start.psi.HasFull && end.psi.HasFull {
-				rep.Pressure.FullUS = ptr(us(end.psi.Full - start.psi.Full))
-			} else {
-				why["pressure.full_us"] = "the kernel reports no \"full\" CPU pressure for cgroups (before Linux 5.13)"
-			}
-		}
-	}
-
+	busy := reportMachine(rep, why, start, end)
+	reportJob(rep, why, start, end)
+	reportPressure(rep, why, start, end)
 	switch {
 	case rep.JobCPU == nil:
 		why["outside"] = "needs the job's CPU time (job_cpu)"
@@ -205,7 +133,6 @@ func buildReport(start, end *runSample, job, driver, policy string, frozenJobs i
 			rep.Outside.Share = float64(out) / float64(cap)
 		}
 	}
-
 	switch {
 	case start.sharedDir == "":
 		why["shared"] = start.sharedWhy
@@ -219,6 +146,63 @@ func buildReport(start, end *runSample, job, driver, policy string, frozenJobs i
 		rep.Unavailable = why
 	}
 	return rep
+}
+
+// reportMachine fills in the machine's busy time, and returns it.
+func reportMachine(rep *proto.Report, why map[string]string, start, end *runSample) time.Duration {
+	if err := firstErr(start.machineErr, end.machineErr); err != nil {
+		why["machine_busy_us"] = err.Error()
+		return 0
+	}
+	busy := max(end.machine.Busy-start.machine.Busy, 0)
+	rep.MachineBusyUS = ptr(us(busy))
+	rep.OnlineCPUs = end.machine.Online
+	return busy
+}
+
+// reportJob fills in the job's CPU time and throttling.
+func reportJob(rep *proto.Report, why map[string]string, start, end *runSample) {
+	jobErr := firstErr(start.jobErr, end.jobErr)
+	switch {
+	case start.jobDir == "":
+		for _, k := range []string{"job_cpu", "pressure", "throttling"} {
+			why[k] = start.jobWhy
+		}
+		return
+	case jobErr != nil:
+		why["job_cpu"], why["throttling"] = jobErr.Error(), jobErr.Error()
+		return
+	}
+	rep.JobCPU = &proto.ReportCPU{
+		TotalUS:  us(end.job.CPU - start.job.CPU),
+		UserUS:   us(end.job.User - start.job.User),
+		SystemUS: us(end.job.System - start.job.System),
+	}
+	if start.job.Throttling && end.job.Throttling {
+		rep.Throttling = &proto.ReportThrottling{
+			NrThrottled: end.job.NrThrottled - min(start.job.NrThrottled, end.job.NrThrottled),
+			ThrottledUS: us(end.job.Throttled - start.job.Throttled),
+		}
+	} else {
+		why["throttling"] = "the cpu controller is not enabled for the job's cgroup (cpu.stat has no nr_throttled)"
+	}
+}
+
+// reportPressure fills in the job's CPU pressure.
+func reportPressure(rep *proto.Report, why map[string]string, start, end *runSample) {
+	if start.jobDir == "" {
+		return
+	}
+	if err := firstErr(start.psiErr, end.psiErr); err != nil {
+		why["pressure"] = err.Error()
+		return
+	}
+	rep.Pressure = &proto.ReportPressure{SomeUS: us(end.psi.Some - start.psi.Some)}
+	if start.psi.HasFull && end.psi.HasFull {
+		rep.Pressure.FullUS = ptr(us(end.psi.Full - start.psi.Full))
+	} else {
+		why["pressure.full_us"] = "the kernel reports no \"full\" CPU pressure for cgroups (before Linux 5.13)"
+	}
 }
 
 // firstErr is the first of two errors that is not nil.

@@ -24,7 +24,4 @@ func TestCPUMaskIsSystemdsLittleEndianBitmask(t *testing.T) {
 			t.Errorf("cpuMask(%q) accepted", bad)
 		}
 	}
-	if ScopeName("x-42") != "perflock-x-42.scope" {
-		t.Error(ScopeName("x-42"))
-	}
 }

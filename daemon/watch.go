@@ -29,14 +29,11 @@ type watcher struct {
 	sent  int       // listings built for it
 }
 
-// testHookServer, when set, is called with the server Run creates.
-var testHookServer func(*server)
-
 // startWatching makes c a watcher: it gets the listing now and after every
 // change, until it closes.
 func (s *server) startWatching(c *conn) {
-	if c.gone {
-		return
+	if s.conns[c.id] != c {
+		return // gone meanwhile
 	}
 	c.nc.SetWriteBuffer(watchSendBuffer)
 	c.mu.Lock()
@@ -47,10 +44,9 @@ func (s *server) startWatching(c *conn) {
 	s.watchDue = true
 }
 
-// changed notes that the queue or a job's state changed: waiters' status
-// and watchers' listings are brought up to date after the current event.
+// changed notes that the queue or a job's state changed: watchers'
+// listings are brought up to date after the current event.
 func (s *server) changed() {
-	s.dirty = true
 	if len(s.watchers) == 0 {
 		return
 	}
@@ -62,7 +58,7 @@ func (s *server) changed() {
 
 // watchDrained: c's writer has written everything queued.
 func (s *server) watchDrained(c *conn) {
-	if c.watch == nil || c.gone {
+	if c.watch == nil || s.conns[c.id] != c {
 		return
 	}
 	c.watch.busy = false

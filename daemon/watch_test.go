@@ -12,11 +12,7 @@ import (
 // looking at its state from its loop (inLoop).
 func startWatched(t *testing.T, cfg Config) (*server, string) {
 	t.Helper()
-	got := make(chan *server, 1)
-	testHookServer = func(s *server) { got <- s }
-	t.Cleanup(func() { testHookServer = nil })
-	sock := startDaemon(t, cfg)
-	return <-got, sock
+	return startServer(t, cfg)
 }
 
 // inLoop runs f on the daemon's loop and waits for it.

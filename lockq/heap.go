@@ -6,10 +6,10 @@ type deadlineHeap []*req
 
 func (h deadlineHeap) less(i, j int) bool {
 	a, b := h[i], h[j]
-	if a.Deadline.Equal(b.Deadline) {
+	if a.Deadline == b.Deadline {
 		return a.ticket < b.ticket
 	}
-	return a.Deadline.Before(b.Deadline)
+	return a.Deadline < b.Deadline
 }
 
 func (h deadlineHeap) swap(i, j int) {

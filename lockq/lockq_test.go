@@ -445,17 +445,17 @@ func TestInvalidRequestsAreRefused(t *testing.T) {
 
 func TestDeadlinesExpireWaitersInOrderAndLetOthersIn(t *testing.T) {
 	h := newHarness(t, Drain)
-	t0 := time.Unix(1000, 0)
-	at := func(r Request, d time.Duration) Request { r.Deadline = t0.Add(d); return r }
+	t0 := Time(1000 * time.Second)
+	at := func(r Request, d time.Duration) Request { r.Deadline = t0 + Time(d); return r }
 	h.enq("S1", s, "grant(S1)")
 	h.enq("X1", at(x, 3*time.Second), "")
 	h.enq("X2", at(x, time.Second), "")
 	h.enq("S2", at(s, 5*time.Second), "")
-	if d, ok := h.q.NextDeadline(); !ok || !d.Equal(t0.Add(time.Second)) {
+	if d, ok := h.q.NextDeadline(); !ok || d != t0+Time(time.Second) {
 		t.Fatalf("next deadline %v %v", d, ok)
 	}
-	h.want("expire at 0.5s", h.q.Expire(t0.Add(500*time.Millisecond)), "")
-	h.want("expire at 3s", h.q.Expire(t0.Add(3*time.Second)), "expire(X2) expire(X1) grant(S2)")
+	h.want("expire at 0.5s", h.q.Expire(t0+Time(500*time.Millisecond)), "")
+	h.want("expire at 3s", h.q.Expire(t0+Time(3*time.Second)), "expire(X2) expire(X1) grant(S2)")
 	if _, ok := h.q.NextDeadline(); ok {
 		t.Fatal("a granted request kept its deadline")
 	}
@@ -465,7 +465,7 @@ func TestDeadlinesExpireWaitersInOrderAndLetOthersIn(t *testing.T) {
 func TestCancelledWaiterLeavesNoDeadline(t *testing.T) {
 	h := newHarness(t, Drain)
 	h.enq("X", x, "grant(X)")
-	h.enq("Y", Request{Mode: ExclusiveMode(), Deadline: time.Unix(5, 0)}, "")
+	h.enq("Y", Request{Mode: ExclusiveMode(), Deadline: Time(5 * time.Second)}, "")
 	h.cancel("Y", "")
 	if _, ok := h.q.NextDeadline(); ok {
 		t.Fatal("cancelled request kept its deadline")

@@ -1,7 +1,6 @@
 package lockq
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 )
@@ -71,5 +70,5 @@ func ParseMode(s string) (Mode, error) {
 			}
 		}
 	}
-	return Mode{}, fmt.Errorf("%w: mode %q (want exclusive, shared or group(ID))", ErrInvalid, s)
+	return Mode{}, detailError(ErrInvalid, "mode "+strconv.Quote(s)+" (want exclusive, shared or group(ID))")
 }

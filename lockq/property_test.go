@@ -14,7 +14,7 @@ import (
 // has seen, independent of the queue's internals.
 type model struct {
 	q        *Queue
-	now      time.Time
+	now      Time
 	waiting  map[Ticket]Request
 	holding  map[Ticket]Request
 	granted  map[Ticket]bool // ever granted
@@ -24,7 +24,7 @@ type model struct {
 
 func newModel(p Policy) *model {
 	return &model{
-		q: New(p), now: time.Unix(0, 0),
+		q: New(p), now: 0,
 		waiting: map[Ticket]Request{}, holding: map[Ticket]Request{},
 		granted: map[Ticket]bool{}, gone: map[Ticket]bool{}, suspends: map[Ticket]bool{},
 	}
@@ -50,7 +50,7 @@ func genRequest(t *rapid.T) Request {
 	perm := rapid.Permutation(resourceNames).Draw(t, "res")
 	r.Resources = perm[:n]
 	if rapid.IntRange(0, 3).Draw(t, "hasDeadline") == 0 {
-		r.Deadline = time.Unix(0, 0).Add(time.Duration(rapid.IntRange(1, 50).Draw(t, "deadline")) * time.Second)
+		r.Deadline = Time(time.Duration(rapid.IntRange(1, 50).Draw(t, "deadline")) * time.Second)
 	}
 	return r
 }
@@ -70,7 +70,7 @@ func (m *model) apply(t *rapid.T, acts []Action) {
 			m.checkGrantOrder(t, a.Ticket, r)
 		case Expire:
 			r, ok := m.waiting[a.Ticket]
-			if !ok || r.Deadline.IsZero() || r.Deadline.After(m.now) {
+			if !ok || r.Deadline == 0 || r.Deadline > m.now {
 				t.Fatalf("expire of %d: waiting %v, deadline %v, now %v", a.Ticket, ok, r.Deadline, m.now)
 			}
 			delete(m.waiting, a.Ticket)
@@ -304,7 +304,7 @@ func (m *model) step(t *rapid.T) {
 		}
 		if tk, ok := m.live(t, gone, "rejoin"); ok {
 			r := genRequest(t)
-			r.Deadline = time.Time{}
+			r.Deadline = 0
 			acts, err := m.q.EnqueueAt(tk, r)
 			if err != nil {
 				t.Fatal(err)
@@ -315,7 +315,7 @@ func (m *model) step(t *rapid.T) {
 			m.apply(t, acts)
 		}
 	case 8:
-		m.now = m.now.Add(time.Duration(rapid.IntRange(1, 10).Draw(t, "advance")) * time.Second)
+		m.now += Time(time.Duration(rapid.IntRange(1, 10).Draw(t, "advance")) * time.Second)
 		m.apply(t, m.q.Expire(m.now))
 	}
 }

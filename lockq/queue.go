@@ -1,14 +1,18 @@
 package lockq
 
 import (
-	"fmt"
 	"slices"
-	"time"
+	"strconv"
 )
 
 // Machine is the default resource: the machine's CPUs. Requests that name no
 // resource ask for it.
 const Machine = "cpu"
+
+// Time is a point on the caller's clock, in nanoseconds. The queue compares
+// deadlines with the times it is handed and never reads a clock; the zero
+// Time means "no deadline", so a caller's clock must read above zero.
+type Time int64
 
 // Ticket identifies a request. Tickets come from one sequence per queue,
 // starting at 1, in arrival order; a smaller ticket arrived earlier.
@@ -43,7 +47,7 @@ type Request struct {
 	// the Freeze policy. Only shared requests may be preemptible.
 	Preemptible bool
 	// Deadline, when not zero, is when a still-waiting request expires.
-	Deadline time.Time
+	Deadline Time
 	// Owner is opaque data for the caller, returned in views.
 	Owner any
 }
@@ -83,7 +87,9 @@ type Action struct {
 	Ticket Ticket
 }
 
-func (a Action) String() string { return fmt.Sprintf("%v(%d)", a.Kind, a.Ticket) }
+func (a Action) String() string {
+	return a.Kind.String() + "(" + strconv.FormatUint(uint64(a.Ticket), 10) + ")"
+}
 
 // holdState is where a holder is in the suspension cycle.
 type holdState uint8
@@ -219,7 +225,7 @@ func (q *Queue) Try(r Request) (Ticket, []Action, error) {
 func (q *Queue) Cancel(t Ticket) ([]Action, error) {
 	c, ok := q.reqs[t]
 	if !ok {
-		return nil, fmt.Errorf("%w: %d", ErrUnknownTicket, t)
+		return nil, ticketError(ErrUnknownTicket, t)
 	}
 	if c.holding {
 		q.unhold(c)
@@ -235,10 +241,10 @@ func (q *Queue) Cancel(t Ticket) ([]Action, error) {
 func (q *Queue) Release(t Ticket) ([]Action, error) {
 	c, ok := q.reqs[t]
 	if !ok {
-		return nil, fmt.Errorf("%w: %d", ErrUnknownTicket, t)
+		return nil, ticketError(ErrUnknownTicket, t)
 	}
 	if !c.holding {
-		return nil, fmt.Errorf("%w: %d", ErrNotHolding, t)
+		return nil, ticketError(ErrNotHolding, t)
 	}
 	return q.Cancel(t)
 }
@@ -249,7 +255,7 @@ func (q *Queue) Release(t Ticket) ([]Action, error) {
 func (q *Queue) Suspended(t Ticket) ([]Action, error) {
 	c, ok := q.reqs[t]
 	if !ok {
-		return nil, fmt.Errorf("%w: %d", ErrUnknownTicket, t)
+		return nil, ticketError(ErrUnknownTicket, t)
 	}
 	if !c.holding || c.hs != suspending {
 		return nil, nil
@@ -268,7 +274,7 @@ func (q *Queue) Suspended(t Ticket) ([]Action, error) {
 func (q *Queue) SuspendFailed(t Ticket) ([]Action, error) {
 	c, ok := q.reqs[t]
 	if !ok {
-		return nil, fmt.Errorf("%w: %d", ErrUnknownTicket, t)
+		return nil, ticketError(ErrUnknownTicket, t)
 	}
 	if !c.holding || !c.Preemptible || q.policy == Drain {
 		return nil, nil
@@ -292,8 +298,8 @@ func (q *Queue) SuspendFailed(t Ticket) ([]Action, error) {
 
 // Expire removes every waiting request whose deadline is at or before now,
 // returning an Expire action for each and whatever their leaving causes.
-func (q *Queue) Expire(now time.Time) []Action {
-	for len(q.deadlines) > 0 && !q.deadlines[0].Deadline.After(now) {
+func (q *Queue) Expire(now Time) []Action {
+	for len(q.deadlines) > 0 && q.deadlines[0].Deadline <= now {
 		c := q.deadlines[0]
 		q.unwait(c)
 		delete(q.reqs, c.ticket)
@@ -303,9 +309,9 @@ func (q *Queue) Expire(now time.Time) []Action {
 }
 
 // NextDeadline returns the earliest deadline of a waiting request.
-func (q *Queue) NextDeadline() (time.Time, bool) {
+func (q *Queue) NextDeadline() (Time, bool) {
 	if len(q.deadlines) == 0 {
-		return time.Time{}, false
+		return 0, false
 	}
 	return q.deadlines[0].Deadline, true
 }
@@ -317,10 +323,10 @@ func (q *Queue) Len() (holding, waiting int) {
 
 func (q *Queue) newReq(r Request) (*req, error) {
 	if !r.Mode.valid() {
-		return nil, fmt.Errorf("%w: no valid mode", ErrInvalid)
+		return nil, detailError(ErrInvalid, "no valid mode")
 	}
 	if r.Preemptible && r.Mode.Kind != Shared {
-		return nil, fmt.Errorf("%w: only shared requests can be preemptible, not %v", ErrInvalid, r.Mode)
+		return nil, detailError(ErrInvalid, "only shared requests can be preemptible, not "+r.Mode.String())
 	}
 	c := &req{Request: r, heapIdx: -1}
 	names := r.Resources
@@ -340,10 +346,10 @@ func (q *Queue) newReq(r Request) (*req, error) {
 	}
 	for i, name := range names {
 		if name == "" {
-			return nil, fmt.Errorf("%w: empty resource name", ErrInvalid)
+			return nil, detailError(ErrInvalid, "empty resource name")
 		}
 		if slices.Contains(names[:i], name) {
-			return nil, fmt.Errorf("%w: resource %q named twice", ErrInvalid, name)
+			return nil, detailError(ErrInvalid, "resource "+strconv.Quote(name)+" named twice")
 		}
 		c.res[i] = q.resources[name] // nil when unknown: looked up again in wait or grant
 	}
@@ -408,7 +414,7 @@ func (q *Queue) wait(c *req) {
 		}
 		g.tail = c
 	}
-	if !c.Deadline.IsZero() {
+	if c.Deadline != 0 {
 		q.deadlines.push(c)
 	}
 }
@@ -861,10 +867,10 @@ func (q *Queue) Reserve(t Ticket) {
 // than t.
 func (q *Queue) Adopt(t Ticket, r Request, isSuspended bool) ([]Action, error) {
 	if _, ok := q.reqs[t]; ok || t == 0 {
-		return nil, fmt.Errorf("%w: ticket %d is in use", ErrInvalid, t)
+		return nil, detailError(ErrInvalid, "ticket "+strconv.FormatUint(uint64(t), 10)+" is in use")
 	}
 	if isSuspended && !(r.Preemptible && r.Mode.Kind == Shared) {
-		return nil, fmt.Errorf("%w: only preemptible shared holders can be suspended", ErrInvalid)
+		return nil, detailError(ErrInvalid, "only preemptible shared holders can be suspended")
 	}
 	c, err := q.newReq(r)
 	if err != nil {
@@ -891,7 +897,7 @@ func (q *Queue) Adopt(t Ticket, r Request, isSuspended bool) ([]Action, error) {
 // Last).
 func (q *Queue) EnqueueAt(t Ticket, r Request) ([]Action, error) {
 	if _, ok := q.reqs[t]; ok || t == 0 || t > q.last {
-		return nil, fmt.Errorf("%w: ticket %d cannot rejoin", ErrInvalid, t)
+		return nil, detailError(ErrInvalid, "ticket "+strconv.FormatUint(uint64(t), 10)+" cannot rejoin")
 	}
 	c, err := q.newReq(r)
 	if err != nil {
@@ -970,7 +976,7 @@ func (q *Queue) waitAt(c *req) {
 			gb.gnext = c
 		}
 	}
-	if !c.Deadline.IsZero() {
+	if c.Deadline != 0 {
 		q.deadlines.push(c)
 	}
 }

@@ -1,9 +1,6 @@
 package lockq
 
-import (
-	"slices"
-	"time"
-)
+import "slices"
 
 // SuspendState is where a holder stands in the suspension cycle.
 type SuspendState uint8
@@ -32,7 +29,7 @@ type Entry struct {
 	Mode        Mode
 	Resources   []string
 	Preemptible bool
-	Deadline    time.Time
+	Deadline    Time
 	Owner       any
 	// Holding is true for holders, false for waiters.
 	Holding bool

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,9 @@ import (
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 
+	"github.com/perflock/perflock/cgroup"
+	"github.com/perflock/perflock/internal/cmdline"
+	"github.com/perflock/perflock/internal/jobname"
 	"github.com/perflock/perflock/units"
 )
 
@@ -135,14 +139,11 @@ func (d *systemdDriver) Name() string { return "systemd" }
 // CanFreeze: FreezeUnit exists since systemd 246.
 func (d *systemdDriver) CanFreeze() bool { return d.version >= 246 }
 
-// ScopeName is the unit a job runs in, e.g. perflock-x-42.scope.
-func ScopeName(job string) string { return "perflock-" + job + ".scope" }
-
 func (d *systemdDriver) Place(ctx context.Context, job JobSpec, pid int) (Placement, error) {
-	name := ScopeName(job.Name)
+	name := jobname.Scope(job.Name)
 	slice := ExclusiveSlice
 	props := []sddbus.Property{
-		prop("Description", fmt.Sprintf("perflock %s job of %s: %s", map[bool]string{true: "shared", false: "exclusive"}[job.Shared], job.User, oneLine(job.Command, 200))),
+		prop("Description", fmt.Sprintf("perflock %s job of %s: %s", map[bool]string{true: "shared", false: "exclusive"}[job.Shared], job.User, cmdline.Short(job.Command, 200))),
 		prop("CollectMode", "inactive-or-failed"),
 	}
 	if job.Shared {
@@ -170,6 +171,50 @@ func (d *systemdDriver) Close() error {
 	return nil
 }
 
+func (d *systemdDriver) SharedCgroupDir(ctx context.Context) (string, error) {
+	if !d.CanFreeze() {
+		return "", fmt.Errorf("systemd %d cannot freeze (246 or later can)", d.version)
+	}
+	return unitCgroupDir(ctx, d.conn.ControlGroup, SharedSlice)
+}
+
+// Adopt finds the scopes perflock-x-N.scope and perflock-s-N.scope.
+func (d *systemdDriver) Adopt(ctx context.Context) ([]Adopted, error) {
+	names, err := d.conn.ListUnits(ctx, "perflock-*.scope")
+	if err != nil {
+		return nil, err
+	}
+	var out []Adopted
+	for _, name := range names {
+		kind, t, ok := jobname.ParseScope(name)
+		if !ok {
+			continue // not one of ours
+		}
+		a := Adopted{Ticket: t, Shared: kind == jobname.Shared, Placement: scopePlacement{d.conn, d.watch, name}}
+		if dir, err := unitCgroupDir(ctx, d.conn.ControlGroup, name); err == nil {
+			a.PIDs, _ = cgroup.ReadPids(dir)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// unitCgroupDir is the directory of unit's cgroup under the cgroup2 mount.
+func unitCgroupDir(ctx context.Context, controlGroup func(context.Context, string) (string, error), unit string) (string, error) {
+	cg, err := controlGroup(ctx, unit)
+	if err != nil {
+		return "", err
+	}
+	if cg == "" {
+		return "", fmt.Errorf("%s has no cgroup (not active)", unit)
+	}
+	mount, err := cgroup.Mountpoint()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(mount, cg), nil
+}
+
 func (d *systemdDriver) SetSharedFrozen(ctx context.Context, frozen bool) error {
 	if frozen {
 		return d.conn.Freeze(ctx, SharedSlice)
@@ -194,6 +239,20 @@ func (p scopePlacement) Remove() error { return nil }
 
 // EnforcesMaxRuntime: the scope's RuntimeMaxUSec stops the job.
 func (p scopePlacement) EnforcesMaxRuntime() bool { return true }
+
+// CgroupDir is, for an exclusive or group job, the cgroup of
+// perflock-exclusive.slice rather than the scope's: systemd removes a
+// scope's cgroup as soon as its last process exits, before the client
+// sends done, while the slice stays and keeps the figures of the children
+// it had. During an exclusive run the slice holds the job alone (a group
+// job's figures are its group's).
+func (p scopePlacement) CgroupDir(ctx context.Context) (string, error) {
+	unit := p.name
+	if k, _, ok := jobname.ParseScope(p.name); ok && k == jobname.Exclusive {
+		unit = ExclusiveSlice
+	}
+	return unitCgroupDir(ctx, p.conn.ControlGroup, unit)
+}
 
 // Stop stops the scope: systemd sends SIGTERM, then SIGKILL. A frozen scope
 // cannot be stopped on systemd >= 256, and stopping one on older versions

@@ -1,0 +1,202 @@
+package core
+
+import (
+	"slices"
+
+	"github.com/perflock/perflock/lockq"
+)
+
+// Config sets a Core's rules.
+type Config struct {
+	// Policy for preemptible shared jobs; Drain where the driver cannot freeze.
+	Policy lockq.Policy
+	// CanFreeze: the driver can freeze the shared side.
+	CanFreeze bool
+	// Records: the driver's jobs are adopted after a restart, so placed
+	// jobs get a record.
+	Records bool
+	// MaxWaiting caps each user's waiting requests.
+	MaxWaiting int
+	// MaxExclusiveRuntime, when positive, caps every exclusive or group job.
+	MaxExclusiveRuntime Duration
+	// MaxPlacing bounds the placements under way at once (default 2).
+	MaxPlacing int
+	// ThawRetry is how long after a failed thaw the next one starts (default 1s).
+	ThawRetry Duration
+	// TicketMark: every ticket from now on is larger (the earlier daemon's mark).
+	TicketMark lockq.Ticket
+	// GraceUntil, when set, parks new requests until then so that waiters
+	// of an earlier daemon rejoin first; RejoinUntil ends rejoining; a
+	// rejoin must name a ticket of at most RejoinMax.
+	GraceUntil, RejoinUntil Time
+	RejoinMax               lockq.Ticket
+}
+
+// Core is the daemon's job lifecycle. One goroutine owns it and steps it.
+type Core struct {
+	cfg     Config
+	q       *lockq.Queue
+	jobs    map[lockq.Ticket]*job
+	byConn  map[ConnID]*job
+	waiting map[uint32]int // waiting jobs per user (kept by setPhase)
+	parked  []Acquire      // new requests during the rejoin grace
+	frz     freezer
+	pin     pin
+	turn    turn
+	// limits: the running jobs the core stops at their max runtime.
+	limits map[lockq.Ticket]*job
+	gen    uint64 // counts changes a listing would show
+	dirty  bool   // waiters may need to hear of their place
+	out    []Effect
+}
+
+// New returns a Core with nothing adopted.
+func New(cfg Config) *Core {
+	if cfg.MaxPlacing <= 0 {
+		cfg.MaxPlacing = 2
+	}
+	if cfg.ThawRetry <= 0 {
+		cfg.ThawRetry = Second
+	}
+	if !cfg.CanFreeze {
+		cfg.Policy = lockq.Drain
+	}
+	c := &Core{
+		cfg: cfg, q: lockq.New(cfg.Policy),
+		jobs: map[lockq.Ticket]*job{}, byConn: map[ConnID]*job{}, waiting: map[uint32]int{},
+		limits: map[lockq.Ticket]*job{},
+		pin:    pin{users: map[lockq.Ticket]bool{}},
+	}
+	c.q.Reserve(cfg.TicketMark)
+	return c
+}
+
+// Step takes one event and returns what the shell must do, in order.
+func (c *Core) Step(e Event) []Effect {
+	c.out = nil
+	switch e := e.(type) {
+	case Acquire:
+		c.acquire(e)
+	case Place:
+		c.place(e)
+	case Done:
+		c.done(e)
+	case Closed:
+		c.closed(e)
+	case Cancel:
+		c.cancel(e)
+	case Tick:
+		c.tick(e.Now)
+	case FreezerDone:
+		c.freezerDone(e)
+	case PinDone:
+		c.pinDone(e)
+	case PlaceDone:
+		c.placeDone(e)
+	case Emptied:
+		c.emptied(e)
+	case Adopt:
+		c.adopt(e)
+	}
+	out := c.out
+	c.out = nil
+	return out
+}
+
+// NextWake is when the core next needs a [Tick], if ever: a waiter's
+// deadline, a job's max runtime, the end of the rejoin grace, or a thaw to
+// retry.
+func (c *Core) NextWake() (Time, bool) {
+	var at Time
+	earliest := func(t Time) {
+		if t != 0 && (at == 0 || t < at) {
+			at = t
+		}
+	}
+	if d, ok := c.q.NextDeadline(); ok {
+		earliest(d)
+	}
+	for _, j := range c.limits {
+		earliest(j.stopAt)
+	}
+	earliest(c.cfg.GraceUntil)
+	earliest(c.frz.retryAt)
+	return at, at != 0
+}
+
+// Gen counts the changes to what a listing shows: when it moved, the shell
+// has something new to tell watchers and the service manager.
+func (c *Core) Gen() uint64 { return c.gen }
+
+// LastTicket is the last ticket handed out (or reserved).
+func (c *Core) LastTicket() lockq.Ticket { return c.q.Last() }
+
+// Idle reports whether no job holds, waits or is parked.
+func (c *Core) Idle() bool { return len(c.jobs) == 0 && len(c.parked) == 0 }
+
+// Waiters is the number of requests that would rejoin after a restart:
+// those waiting and those parked.
+func (c *Core) Waiters() int {
+	_, n := c.q.Len()
+	return n + len(c.parked)
+}
+
+// Policy is the policy in force (Drain where the driver cannot freeze).
+func (c *Core) Policy() lockq.Policy { return c.cfg.Policy }
+
+func (c *Core) emit(e Effect) { c.out = append(c.out, e) }
+
+func (c *Core) log(l Level, msg string, attrs ...any) {
+	c.emit(Log{Level: l, Msg: msg, Attrs: attrs})
+}
+
+func (c *Core) reply(r Reply) {
+	if r.Conn != 0 {
+		c.emit(r)
+	}
+}
+
+func (c *Core) fail(conn ConnID, code Code, text string) {
+	c.reply(Reply{Conn: conn, Kind: SayError, Code: code, Text: text, Last: true})
+}
+
+// changed notes a change a listing shows.
+func (c *Core) changed() {
+	c.gen++
+	c.dirty = true
+}
+
+// tick acts on what is due at now.
+func (c *Core) tick(now Time) {
+	c.apply(c.q.Expire(now), now)
+	for _, t := range sortedKeys(c.limits) {
+		if j := c.limits[t]; j.stopAt <= now {
+			delete(c.limits, t)
+			c.log(Info, "max runtime reached: stopping job", "job", j.name, "max_runtime", j.maxRuntime)
+			c.emit(StopJob{Ticket: t, Why: "max runtime reached"})
+		}
+	}
+	if c.cfg.GraceUntil != 0 && now >= c.cfg.GraceUntil {
+		c.cfg.GraceUntil = 0
+		parked := c.parked
+		c.parked = nil
+		for _, a := range parked {
+			a.Now = now
+			c.acquire(a)
+		}
+	}
+	if c.frz.retryAt != 0 && now >= c.frz.retryAt {
+		c.frz.retryAt = 0
+		c.steerFreezer(now)
+	}
+	c.broadcast()
+}
+
+func sortedKeys[V any](m map[lockq.Ticket]V) []lockq.Ticket {
+	ts := make([]lockq.Ticket, 0, len(m))
+	for t := range m {
+		ts = append(ts, t)
+	}
+	slices.Sort(ts)
+	return ts
+}

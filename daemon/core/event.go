@@ -1,0 +1,162 @@
+package core
+
+import "github.com/perflock/perflock/lockq"
+
+// Time is a point on the shell's clock in nanoseconds: Unix time that
+// advances monotonically (the shell's start, read from the wall clock, plus
+// the monotonic time since). It is above zero.
+type Time = lockq.Time
+
+// Duration is a span of Time in nanoseconds.
+type Duration int64
+
+// Common durations.
+const (
+	Millisecond Duration = 1e6
+	Second      Duration = 1e9
+	Minute               = 60 * Second
+	Hour                 = 60 * Minute
+)
+
+// Add is t moved by d.
+func Add(t Time, d Duration) Time { return t + Time(d) }
+
+// Since is how long before now t was.
+func Since(t, now Time) Duration { return Duration(now - t) }
+
+// ConnID names a client connection; the shell picks them, never 0.
+type ConnID uint64
+
+// An Event is something that happened, stepped into the core with [Core.Step].
+type Event interface{ event() }
+
+// Acquire: a client asks for a lease. The shell has checked the message's
+// form, resolved the user's name, looked up the key's last success and,
+// for a rejoin, the ticket's token.
+type Acquire struct {
+	Conn        ConnID
+	UID         uint32
+	User        string
+	PID         int // the client's
+	Now         Time
+	Mode        string // as lockq.ParseMode reads it
+	Resources   []string
+	Preemptible bool
+	Nonblock    bool
+	Timeout     Duration // 0: wait for ever
+	MaxRuntime  Duration // 0: no limit
+	Command     []string
+	Key         string
+	IfElapsed   Duration // with Key: skip if it succeeded this recently
+	LastSuccess Time     // with Key: its last successful completion, 0 if none
+	Replace     bool
+	ExpireAfter Duration
+	Report      bool
+	Governor    string       // a canonical governor mode; "" for none
+	Rejoin      lockq.Ticket // a waiter of an earlier daemon rejoins with its ticket (token checked)
+}
+
+// Place: the client asks to place its held child, pid (the shell checked it
+// is the client's own).
+type Place struct {
+	Conn ConnID
+	PID  int
+	Now  Time
+}
+
+// Done: the client reports its job's exit status.
+type Done struct {
+	Conn   ConnID
+	Status int
+	Now    Time
+}
+
+// Closed: a client connection is gone.
+type Closed struct {
+	Conn ConnID
+	Now  Time
+}
+
+// Cancel: wholock --cancel of a job, by a user.
+type Cancel struct {
+	Conn   ConnID
+	UID    uint32
+	User   string
+	Ticket lockq.Ticket
+	Now    Time
+}
+
+// Tick: time passed. The shell steps one at [Core.NextWake] and once a
+// second (waiters hear of their place in line then).
+type Tick struct{ Now Time }
+
+// FreezerDone: the freeze or thaw asked for with [SetFrozen] ended.
+type FreezerDone struct {
+	Err error
+	Now Time
+}
+
+// PinDone: the [PinSet] or [PinRestore] asked for ended.
+type PinDone struct {
+	Err error
+	Now Time
+}
+
+// PlaceDone: the [PlaceJob] of a job ended.
+type PlaceDone struct {
+	Ticket lockq.Ticket
+	Where  string // the cgroup or unit, "" when the job has none
+	// NativeMaxRuntime: the driver stops the job at its max runtime itself.
+	NativeMaxRuntime bool
+	Err              error
+	Now              Time
+}
+
+// Emptied: no process of a placed job is left (after [WatchEmpty]).
+type Emptied struct {
+	Ticket lockq.Ticket
+	Now    Time
+}
+
+// Adopt: at start, before any other event, the jobs an earlier daemon left
+// running, and the CPU frequency pin it may have left.
+type Adopt struct {
+	Jobs []Adopted
+	Pin  PinLeft
+	Now  Time
+}
+
+// Adopted is a running job a restarted daemon found.
+type Adopted struct {
+	Ticket lockq.Ticket
+	Shared bool   // its name says s-N
+	Where  string // its cgroup or unit
+	// NativeMaxRuntime: the driver stops the job at its max runtime itself.
+	NativeMaxRuntime bool
+	// From the job's first process, when the record says nothing.
+	UID     uint32
+	User    string
+	PID     int
+	Command []string
+	// Record, when not nil, is what the earlier daemon saved of the job.
+	Record *Record
+}
+
+// PinLeft is what an earlier daemon's CPU frequency state file says.
+type PinLeft struct {
+	Found bool
+	Mode  string // the mode pinned, when found
+	Err   error  // the file could not be read
+}
+
+func (Acquire) event()     {}
+func (Place) event()       {}
+func (Done) event()        {}
+func (Closed) event()      {}
+func (Cancel) event()      {}
+func (Tick) event()        {}
+func (FreezerDone) event() {}
+func (PinDone) event()     {}
+func (PlaceDone) event()   {}
+func (Emptied) event()     {}
+func (Adopt) event()       {}

@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// openSocket is the listener Run serves: the one socket activation passed,
+// or a socket made at cfg.Socket under an instance lock that lasts as long
+// as the daemon (unlock lets go of it).
+func openSocket(cfg Config) (ln *net.UnixListener, unlock func(), err error) {
+	if cfg.Listener != nil {
+		return cfg.Listener, func() {}, nil
+	}
+	if cfg.Socket == "" {
+		return nil, nil, fmt.Errorf("%w: no socket path", ErrConfig)
+	}
+	if err := checkSocketDir(filepath.Dir(cfg.Socket)); err != nil {
+		return nil, nil, err
+	}
+	if unlock, err = lockInstance(cfg.Socket + ".lock"); err != nil {
+		return nil, nil, err
+	}
+	if ln, err = listen(cfg.Socket, cfg.SocketMode); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return ln, unlock, nil
+}
+
+// lockInstance takes an exclusive lock that lives as long as the daemon.
+func lockInstance(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (lock %s)", ErrRunning, path)
+		}
+		return nil, fmt.Errorf("daemon: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// listen replaces a stale socket file (its daemon is gone: we hold the lock)
+// and listens on path, in a directory checkSocketDir has approved.
+func listen(path string, mode os.FileMode) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("%w: %s exists and is not a socket", ErrConfig, path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("daemon: remove stale socket: %w", err)
+		}
+	}
+	// Create the socket with no access, then open it up: no window in which
+	// it has the wrong mode.
+	old := unix.Umask(0o777)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: listen on %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("daemon: chmod %s: %w", filepath.Base(path), err)
+	}
+	return ln, nil
+}
+
+// checkSocketDir refuses a socket directory that is a symlink, belongs to
+// another user (root's is fine), or that group or others may write to
+// without the sticky bit: someone else could replace the socket.
+func checkSocketDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("%w: socket directory: %w", ErrConfig, err)
+	}
+	if fi.Mode()&os.ModeSymlink != 0 || !fi.IsDir() {
+		return fmt.Errorf("%w: socket directory %s is a symlink or not a directory", ErrConfig, dir)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: socket directory %s belongs to uid %d, not to root or this user", ErrConfig, dir, st.Uid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		return fmt.Errorf("%w: socket directory %s is writable by group or others (mode %v)", ErrConfig, dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+func peerCred(nc *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := nc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	err = raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
