@@ -46,18 +46,18 @@ type received struct {
 }
 
 // dial connects to the daemon at sock and does the handshake, starting a
-// daemon first when sock is not the system socket and nothing listens
-// there. Failures wrap ErrUnavailable (or ErrVersion) with a message that
-// says what to do.
+// daemon first when sock is the per-user default socket (sock.PerUser) and
+// nothing listens there. Failures wrap ErrUnavailable (or ErrVersion) with
+// a message that says what to do.
 func dial(ctx context.Context, sock Socket, client string) (*conn, error) {
-	return dialStart(ctx, sock, client, !sock.System)
+	return dialStart(ctx, sock, client, true)
 }
 
 // dialStart is dial; start says whether to start a daemon when none
-// listens (never for the system socket).
+// listens (only ever on the per-user socket).
 func dialStart(ctx context.Context, sock Socket, client string, start bool) (*conn, error) {
 	uc, err := connect(ctx, sock.Path)
-	if err != nil && start && !sock.System && noListener(err) {
+	if err != nil && start && sock.PerUser && noListener(err) {
 		uc, err = autostart(ctx, sock)
 	}
 	if err != nil {
@@ -92,10 +92,18 @@ func noListener(err error) bool {
 	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
+// unavailable wraps a failure to reach the daemon at sock in
+// ErrUnavailable, with what to do about it.
 func unavailable(sock Socket, err error) error {
-	if sock.System {
+	switch {
+	case sock.System:
 		return fmt.Errorf("%w: cannot reach the system perflockd at %s: %v; ask an administrator to start it (systemctl start perflockd), or set %s to use a per-user daemon",
 			ErrUnavailable, sock.Path, err, EnvSocket)
+	case !sock.PerUser && noListener(err):
+		return fmt.Errorf("%w: no perflockd listens at %s, which %s names (%v); start one there with 'perflockd --socket %s', or %s to use the system daemon or your own per-user one",
+			ErrUnavailable, sock.Path, sock.NamedBy, err, sock.Path, sock.without())
+	case !sock.PerUser:
+		return fmt.Errorf("%w: cannot reach perflockd at %s, which %s names: %v", ErrUnavailable, sock.Path, sock.NamedBy, err)
 	}
 	return fmt.Errorf("%w: cannot reach or start perflockd at %s: %v; start it by hand with 'perflockd --socket %s' and check %s",
 		ErrUnavailable, sock.Path, err, sock.Path, sock.LogPath())

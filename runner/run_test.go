@@ -134,7 +134,7 @@ func TestRunWithoutReachableSystemDaemonExitsUnavailable(t *testing.T) {
 // returns a function that lets it go.
 func holdLock(t *testing.T, sock string) func() {
 	t.Helper()
-	c, err := dial(context.Background(), Socket{Path: sock, System: true}, "test")
+	c, err := dial(context.Background(), Socket{Path: sock}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestListShowsHolder(t *testing.T) {
 }
 
 func TestTwoClientsAutostartOneDaemon(t *testing.T) {
-	sock := Socket{Path: filepath.Join(t.TempDir(), SocketName)}
+	sock := Socket{Path: filepath.Join(t.TempDir(), SocketName), PerUser: true}
 	var wg sync.WaitGroup
 	pids := make([]int, 2)
 	errs := make([]error, 2)

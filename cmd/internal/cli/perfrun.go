@@ -279,7 +279,10 @@ ENVIRONMENT
                    daemon's /run/perflock/perflock.sock if it exists, else a per-user
                    daemon at $XDG_RUNTIME_DIR/perflock/perflock.sock (or
                    /tmp/perflock-$UID/perflock.sock) that %[1]s starts on demand and
-                   that exits when idle; its log is perflockd.log beside the socket.`, name, governorManual(name)+runReportManual(name))
+                   that exits when idle; its log is perflockd.log beside the socket.
+                   A daemon is started on that per-user socket only: where no daemon
+                   listens at a socket named with --socket or PERFLOCK_SOCKET, %[1]s
+                   says so and exits 69.`, name, governorManual(name)+runReportManual(name))
 }
 
 // governorManual is perfrun's GOVERNOR section; pls has none. It and

@@ -57,7 +57,8 @@ job's owner or root may.`,
 ENVIRONMENT
   PERFLOCK_SOCKET  the daemon's socket, like --socket; otherwise the same discovery
                    as perfrun (a per-user daemon is started if none runs, and then
-                   lists nothing).`},
+                   lists nothing; never one on a socket named with --socket or
+                   PERFLOCK_SOCKET).`},
 		Args:                  cobra.NoArgs,
 		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
