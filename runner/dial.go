@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -27,6 +28,25 @@ const (
 	handshakeTimeout  = 10 * time.Second // for the daemon's hello
 )
 
+// A daemon that accepts more slowly than connections arrive has a full
+// listen queue, and connect(2) to it fails at once with EAGAIN. Clients
+// retry, after short waits that grow from connectRetryMin to
+// connectRetryMax, each drawn at random between half and all of its
+// length (so that clients refused together do not come back together).
+const (
+	connectRetryMin = 2 * time.Millisecond
+	connectRetryMax = 100 * time.Millisecond
+)
+
+// Variables so that tests can shorten them.
+var (
+	// connectFor bounds how long a client retries a full listen queue.
+	connectFor = 30 * time.Second
+	// connectNoticeAfter is how long a client retries before it says that
+	// it waits to connect.
+	connectNoticeAfter = time.Second
+)
+
 // conn is one conversation with the daemon: a hello, then one request.
 // Messages arrive on msgs from a reader goroutine that close waits for.
 type conn struct {
@@ -45,26 +65,45 @@ type received struct {
 	err error
 }
 
-// dial connects to the daemon at sock and does the handshake, starting a
-// daemon first when sock is the per-user default socket (sock.PerUser) and
-// nothing listens there. Failures wrap ErrUnavailable (or ErrVersion) with
-// a message that says what to do.
-func dial(ctx context.Context, sock Socket, client string) (*conn, error) {
-	return dialStart(ctx, sock, client, true)
+// dialOpts say how a client reaches the daemon.
+type dialOpts struct {
+	// client names the program in the hello.
+	client string
+	// noStart keeps a client from starting a daemon even on the per-user
+	// socket (wholock --watch reconnecting).
+	noStart bool
+	// busyFor bounds the retries of a full listen queue (perfrun -t);
+	// 0 or more than connectFor: connectFor.
+	busyFor time.Duration
+	// waiting, when not nil, is told once, with a sentence to show the
+	// user, when connecting has taken connectNoticeAfter.
+	waiting func(msg string)
 }
 
-// dialStart is dial; start says whether to start a daemon when none
-// listens (only ever on the per-user socket).
-func dialStart(ctx context.Context, sock Socket, client string, start bool) (*conn, error) {
-	uc, err := connect(ctx, sock.Path)
-	if err != nil && start && sock.PerUser && noListener(err) {
-		uc, err = autostart(ctx, sock)
+// noticeTo is a dialOpts.waiting that writes "PROGRAM: MSG" lines to w.
+func noticeTo(w io.Writer, program string) func(string) {
+	if w == nil {
+		return nil
+	}
+	return func(msg string) { fmt.Fprintf(w, "%s: %s\n", program, msg) }
+}
+
+// dial connects to the daemon at sock and does the handshake. It starts a
+// daemon first when sock is the per-user default socket (sock.PerUser),
+// nothing listens there and o.noStart is not set; a full listen queue is
+// retried (see connectFor). Failures wrap ErrUnavailable (also
+// ErrOverloaded when the daemon's listen queue stayed full), or
+// ErrVersion, with a message that says what to do.
+func dial(ctx context.Context, sock Socket, o dialOpts) (*conn, error) {
+	uc, err := connect(ctx, sock.Path, o)
+	if err != nil && sock.PerUser && !o.noStart && noListener(err) {
+		uc, err = autostart(ctx, sock, o)
 	}
 	if err != nil {
 		return nil, unavailable(sock, err)
 	}
 	c := &conn{uc: uc}
-	if err := c.handshake(client); err != nil {
+	if err := c.handshake(o.client); err != nil {
 		uc.Close()
 		if errors.Is(err, ErrVersion) {
 			return nil, err
@@ -78,14 +117,58 @@ func dialStart(ctx context.Context, sock Socket, client string, start bool) (*co
 	return c, nil
 }
 
-func connect(ctx context.Context, path string) (*net.UnixConn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return nil, err
+// connect connects to path, retrying while the listen queue is full, for
+// up to o.busyFor (or connectFor) and until ctx is done. When that runs
+// out it returns an error that wraps ErrOverloaded.
+func connect(ctx context.Context, path string, o dialOpts) (*net.UnixConn, error) {
+	limit := connectFor
+	if o.busyFor > 0 && o.busyFor < limit {
+		limit = o.busyFor
 	}
-	return nc.(*net.UnixConn), nil
+	start := time.Now()
+	told := o.waiting == nil
+	wait := connectRetryMin
+	for {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			return nc.(*net.UnixConn), nil
+		}
+		if !errors.Is(err, syscall.EAGAIN) {
+			return nil, err
+		}
+		waited := time.Since(start)
+		if waited >= limit {
+			return nil, refusedError{what: fmt.Sprintf("is overloaded: its queue of new connections stayed full for %s; try again later",
+				friendlyDuration(limit)), overloaded: true}
+		}
+		if !told && waited >= connectNoticeAfter {
+			o.waiting("waiting to connect to perflockd at " + path + ": its queue of new connections is full (it is overloaded)")
+			told = true
+		}
+		sleep := wait/2 + rand.N(wait/2+1)
+		sleep = min(sleep, limit-waited)
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, connectRetryMax)
+	}
 }
+
+// refusedError: the daemon did not take the connection: it is overloaded
+// (ErrOverloaded). Its text follows "perflockd at PATH".
+type refusedError struct {
+	what       string
+	overloaded bool
+}
+
+func (e refusedError) Error() string { return e.what }
+
+func (e refusedError) Is(target error) bool { return target == ErrOverloaded && e.overloaded }
 
 // noListener reports whether a connect error means that no daemon listens.
 func noListener(err error) bool {
@@ -95,7 +178,10 @@ func noListener(err error) bool {
 // unavailable wraps a failure to reach the daemon at sock in
 // ErrUnavailable, with what to do about it.
 func unavailable(sock Socket, err error) error {
+	var refused refusedError
 	switch {
+	case errors.As(err, &refused):
+		return fmt.Errorf("%w: perflockd at %s %w", ErrUnavailable, sock.Path, err)
 	case sock.System:
 		return fmt.Errorf("%w: cannot reach the system perflockd at %s: %v; ask an administrator to start it (systemctl start perflockd), or set %s to use a per-user daemon",
 			ErrUnavailable, sock.Path, err, EnvSocket)
@@ -113,14 +199,14 @@ func unavailable(sock Socket, err error) error {
 // backoff, for up to autostartWait. Two clients may start daemons at once:
 // the daemon's single-instance lock lets one of them serve, and both clients
 // connect to it.
-func autostart(ctx context.Context, sock Socket) (*net.UnixConn, error) {
+func autostart(ctx context.Context, sock Socket, o dialOpts) (*net.UnixConn, error) {
 	if err := startDaemon(sock); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(autostartWait)
 	backoff := 10 * time.Millisecond
 	for {
-		uc, err := connect(ctx, sock.Path)
+		uc, err := connect(ctx, sock.Path, o)
 		if err == nil || !noListener(err) || time.Now().After(deadline) {
 			if err != nil && noListener(err) {
 				err = fmt.Errorf("started a daemon but it did not listen within %v (%v)", autostartWait, err)

@@ -9,6 +9,11 @@ var (
 	// connection to it failed. The message says what to do.
 	ErrUnavailable = errors.New("runner: perflockd unavailable")
 
+	// ErrOverloaded: the daemon did not take the connection: its queue of
+	// new connections stayed full. Errors that wrap it wrap ErrUnavailable
+	// too.
+	ErrOverloaded = errors.New("runner: perflockd overloaded")
+
 	// ErrVersion: the daemon does not speak this client's protocol version.
 	ErrVersion = errors.New("runner: protocol version not supported by perflockd")
 

@@ -247,7 +247,9 @@ func jobManual(name string) string {
 	return fmt.Sprintf(`While waiting:
   On a terminal, a status line on stderr shows the position in line and who holds
   the machine, for how long; otherwise one line is printed when waiting starts.
-  -q silences both.
+  -q silences both. If perflockd is overloaded (its queue of new connections is
+  full), %[1]s tries to connect again and again for up to 30 s, saying after a
+  second that it waits; -t bounds that too, and counts it.
 
 EXIT STATUS
   CMD's status  CMD ran and exited
@@ -255,8 +257,8 @@ EXIT STATUS
                 waiting (130 for Ctrl-C)
   75            the lock was not obtained: busy with -n, or -t expired (-E changes it)
   64            bad usage, or the daemon rejected the request as invalid
-  69            no perflockd reachable or startable, or it failed or cannot do
-                what was asked
+  69            no perflockd reachable or startable, or it is overloaded, failed
+                or cannot do what was asked
   126           CMD was found but cannot be executed
   127           CMD was not found (checked before waiting in line)
 

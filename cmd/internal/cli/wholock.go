@@ -50,7 +50,8 @@ job's owner or root may.`,
   0   listed (or cancelled); --watch: ended by Ctrl-C, SIGTERM or SIGHUP
   1   --cancel: no such job
   64  bad usage
-  69  no perflockd reachable or startable; --watch: perflockd refused the watch,
+  69  no perflockd reachable or startable, or it is overloaded (its queue of new
+      connections stayed full for 30 s); --watch: perflockd refused the watch,
       or speaks another protocol version after a restart
   77  --cancel: the job is someone else's
 
@@ -70,7 +71,7 @@ ENVIRONMENT
 				defer stop()
 				var err error
 				if f, ok := cmd.OutOrStdout().(*os.File); ok && !asJSON && runner.IsTerminal(f) {
-					err = runner.WatchTerminal(ctx, socket, f)
+					err = runner.WatchTerminal(ctx, socket, f, cmd.ErrOrStderr())
 				} else {
 					err = runner.WatchJSON(ctx, socket, cmd.OutOrStdout(), cmd.ErrOrStderr())
 				}
@@ -80,7 +81,7 @@ ENVIRONMENT
 				return nil
 			}
 			if cancel != "" {
-				err := runner.Cancel(cmd.Context(), socket, cancel)
+				err := runner.Cancel(cmd.Context(), socket, cancel, cmd.ErrOrStderr())
 				switch {
 				case errors.Is(err, runner.ErrDenied):
 					return exitError{runner.ExitDenied, err}
@@ -91,7 +92,7 @@ ENVIRONMENT
 				}
 				return nil
 			}
-			entries, err := runner.List(cmd.Context(), socket)
+			entries, err := runner.List(cmd.Context(), socket, cmd.ErrOrStderr())
 			if err != nil {
 				return exitError{runner.ExitUnavailable, err}
 			}
