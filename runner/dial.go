@@ -26,6 +26,9 @@ const (
 	autostartWait     = 5 * time.Second  // how long to retry connecting after starting a daemon
 	autostartIdleExit = "60s"            // --idle-exit of an autostarted daemon
 	handshakeTimeout  = 10 * time.Second // for the daemon's hello
+	// refusalReadFor bounds the read of what a daemon said before closing
+	// a connection whose hello could not be written.
+	refusalReadFor = 500 * time.Millisecond
 )
 
 // A daemon that accepts more slowly than connections arrive has a full
@@ -92,7 +95,8 @@ func noticeTo(w io.Writer, program string) func(string) {
 // daemon first when sock is the per-user default socket (sock.PerUser),
 // nothing listens there and o.noStart is not set; a full listen queue is
 // retried (see connectFor). Failures wrap ErrUnavailable (also
-// ErrOverloaded when the daemon's listen queue stayed full), or
+// ErrOverloaded when the daemon did not take the connection: its listen
+// queue stayed full, or it refused it at its connection limit), or
 // ErrVersion, with a message that says what to do.
 func dial(ctx context.Context, sock Socket, o dialOpts) (*conn, error) {
 	uc, err := connect(ctx, sock.Path, o)
@@ -160,7 +164,8 @@ func connect(ctx context.Context, path string, o dialOpts) (*net.UnixConn, error
 }
 
 // refusedError: the daemon did not take the connection: it is overloaded
-// (ErrOverloaded). Its text follows "perflockd at PATH".
+// (ErrOverloaded), or it answered our hello with an error (ErrDaemon). Its
+// text follows "perflockd at PATH".
 type refusedError struct {
 	what       string
 	overloaded bool
@@ -168,7 +173,9 @@ type refusedError struct {
 
 func (e refusedError) Error() string { return e.what }
 
-func (e refusedError) Is(target error) bool { return target == ErrOverloaded && e.overloaded }
+func (e refusedError) Is(target error) bool {
+	return target == ErrOverloaded && e.overloaded || target == ErrDaemon && !e.overloaded
+}
 
 // noListener reports whether a connect error means that no daemon listens.
 func noListener(err error) bool {
@@ -266,6 +273,13 @@ func (c *conn) handshake(client string) error {
 		return err
 	}
 	if err := proto.Write(c.uc, proto.Msg{Type: proto.THello, Version: proto.Version, Client: client}); err != nil {
+		// A daemon that refuses the connection (a limit) says why and
+		// closes without reading our hello, which then fails to go out
+		// (EPIPE): what it said is still there to read.
+		c.uc.SetReadDeadline(time.Now().Add(refusalReadFor))
+		if m, rerr := readOne(c.uc); rerr == nil && m.Type == proto.TError {
+			return refusal(m)
+		}
 		return fmt.Errorf("send hello: %w", err)
 	}
 	// A reader used for the hello only: the daemon sends nothing more before
@@ -277,15 +291,27 @@ func (c *conn) handshake(client string) error {
 	switch m.Type {
 	case proto.THello:
 	case proto.TError:
-		if m.Code == proto.CodeVersion {
-			return fmt.Errorf("%w: %s (this client speaks version %d; upgrade perflock or restart perflockd)", ErrVersion, m.Message, proto.Version)
-		}
-		return fmt.Errorf("%w: %s: %s", ErrDaemon, m.Code, m.Message)
+		return refusal(m)
 	default:
 		return fmt.Errorf("expected hello, got %s", m.Type)
 	}
 	c.hello = m
 	return c.uc.SetDeadline(time.Time{})
+}
+
+// refusal is the error for a daemon's answer of error to our hello.
+func refusal(m proto.Msg) error {
+	switch m.Code {
+	case proto.CodeVersion:
+		return fmt.Errorf("%w: %s (this client speaks version %d; upgrade perflock or restart perflockd)", ErrVersion, printable(m.Message), proto.Version)
+	case proto.CodeLimit:
+		msg := printable(m.Message)
+		if msg == "" {
+			msg = "perflockd has too many connections: try again later"
+		}
+		return refusedError{what: "refused the connection: " + msg, overloaded: true}
+	}
+	return refusedError{what: fmt.Sprintf("refused the connection: %s: %s", printable(m.Code), printable(m.Message))}
 }
 
 // readOne reads exactly one line from r, byte by byte, so that nothing

@@ -141,3 +141,35 @@ func TestDialGivesUpOnAListenQueueThatStaysFull(t *testing.T) {
 		}
 	}
 }
+
+// The daemon answers a connection over its limit with an error and closes
+// it, often before the client's hello goes out: the hello's write fails
+// (EPIPE), and the client must report what the daemon said.
+func TestHandshakeReportsARefusalThatCameBeforeTheHello(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemonEnd := os.NewFile(uintptr(fds[1]), "daemon")
+	proto.Write(daemonEnd, proto.Msg{Type: proto.TError, Code: proto.CodeLimit,
+		Message: "perflockd has too many connections (4096 open, 3 of this user): try again later"})
+	daemonEnd.Close()
+	f := os.NewFile(uintptr(fds[0]), "client")
+	defer f.Close()
+	fc, err := net.FileConn(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &conn{uc: fc.(*net.UnixConn)}
+	defer c.uc.Close()
+	err = c.handshake("test")
+	if !errors.Is(err, ErrOverloaded) || !strings.Contains(err.Error(), "too many connections (4096 open") ||
+		strings.Contains(err.Error(), "broken pipe") {
+		t.Fatalf("handshake after a refusal: %v", err)
+	}
+	err = unavailable(Socket{Path: "/somewhere/x.sock", System: true}, err)
+	if want := "perflockd at /somewhere/x.sock refused the connection: perflockd has too many connections"; !strings.Contains(err.Error(), want) ||
+		strings.Contains(err.Error(), "administrator") {
+		t.Fatalf("reported as %q, want it to contain %q", err, want)
+	}
+}

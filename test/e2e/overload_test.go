@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"errors"
 	"net"
 	"os"
@@ -10,8 +11,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/perflock/perflock/proto"
 )
 
 // A daemon that does not take a connection: its listen queue is full, or
@@ -102,5 +106,64 @@ func TestTimeoutBoundsTheWaitToConnect(t *testing.T) {
 	if code := e.exit(p); code != 75 || !strings.Contains(p.stderr.String(), "timed out after 1.5s") ||
 		!strings.Contains(p.stderr.String(), "overloaded") {
 		t.Fatalf("-t 1.5s against a full listen queue: exit %d, want 75 and a timeout that names the overload: %s", code, p.stderr)
+	}
+}
+
+// helloConn is a client connection that has said hello and heard the
+// daemon's: the daemon counts it. A connection the daemon has not yet seen
+// closed (the harness's probe) may still count against a limit of one:
+// then it is refused, and helloConn tries again.
+func (e *env) helloConn() net.Conn {
+	t := e.t
+	t.Helper()
+	var hello net.Conn
+	e.waitFor("the daemon to take a connection", func() bool {
+		c, err := net.Dial("unix", e.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.Write(c, proto.Msg{Type: proto.THello, Version: proto.Version, Client: "test"}); errors.Is(err, syscall.EPIPE) {
+			c.Close() // refused before the hello went out
+			return false
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		line, err := bufio.NewReader(c).ReadBytes('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := proto.Decode(line)
+		switch {
+		case err == nil && m.Type == proto.THello:
+			hello = c
+			return true
+		case err == nil && m.Code == proto.CodeLimit:
+			c.Close()
+			return false
+		}
+		t.Fatalf("hello: %+v, %v", m, err)
+		return false
+	})
+	t.Cleanup(func() { hello.Close() })
+	return hello
+}
+
+// A connection over the daemon's limit is refused with a message the
+// client passes on (exit 69), not as a broken pipe or a daemon to start.
+func TestConnectionLimitRefusalSaysTooManyConnections(t *testing.T) {
+	e := newEnvWith(t, "none", "freeze", "--max-conns-per-user", "1")
+	e.helloConn()
+	for _, prog := range []string{"wholock", "perfrun"} {
+		args := []string{"--socket", e.sock}
+		if prog == "perfrun" {
+			args = append(args, "--", "true")
+		}
+		p := e.start(prog, args)
+		out := p.stderr.String
+		if code := e.exit(p); code != 69 || !strings.Contains(out(), "too many connections") ||
+			!strings.Contains(out(), "try again later") || strings.Contains(out(), "broken pipe") || strings.Contains(out(), "by hand") {
+			t.Errorf("%s over the connection limit: exit %d, want 69 and the daemon's refusal: %s", prog, code, out())
+		}
 	}
 }

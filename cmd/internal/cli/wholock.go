@@ -51,7 +51,8 @@ job's owner or root may.`,
   1   --cancel: no such job
   64  bad usage
   69  no perflockd reachable or startable, or it is overloaded (its queue of new
-      connections stayed full for 30 s); --watch: perflockd refused the watch,
+      connections stayed full for 30 s, or it refused the connection at its
+      connection limit); --watch: perflockd refused the watch,
       or speaks another protocol version after a restart
   77  --cancel: the job is someone else's
 
