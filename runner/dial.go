@@ -10,9 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/perflock/perflock/proto"
 )
@@ -29,6 +32,10 @@ const (
 	// refusalReadFor bounds the read of what a daemon said before closing
 	// a connection whose hello could not be written.
 	refusalReadFor = 500 * time.Millisecond
+	// logTailLines and logTailBytes bound what a client quotes from the log
+	// of a daemon it started that exited at once.
+	logTailLines = 5
+	logTailBytes = 2048
 )
 
 // A daemon that accepts more slowly than connections arrive has a full
@@ -185,10 +192,13 @@ func noListener(err error) bool {
 // unavailable wraps a failure to reach the daemon at sock in
 // ErrUnavailable, with what to do about it.
 func unavailable(sock Socket, err error) error {
+	var exited daemonExitedError
 	var refused refusedError
 	switch {
 	case errors.As(err, &refused):
 		return fmt.Errorf("%w: perflockd at %s %w", ErrUnavailable, sock.Path, err)
+	case errors.As(err, &exited):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case sock.System:
 		return fmt.Errorf("%w: cannot reach the system perflockd at %s: %v; ask an administrator to start it (systemctl start perflockd), or set %s to use a per-user daemon",
 			ErrUnavailable, sock.Path, err, EnvSocket)
@@ -204,21 +214,27 @@ func unavailable(sock Socket, err error) error {
 
 // autostart starts a detached daemon for sock and retries connecting, with
 // backoff, for up to autostartWait. Two clients may start daemons at once:
-// the daemon's single-instance lock lets one of them serve, and both clients
-// connect to it.
+// the daemon's single-instance lock lets one of them serve (the other
+// exits 0), and both clients connect to it. A daemon that fails (exits
+// with another status) is reported at once, with the end of its log.
 func autostart(ctx context.Context, sock Socket, o dialOpts) (*net.UnixConn, error) {
-	if err := startDaemon(sock); err != nil {
+	d, err := startDaemon(sock)
+	if err != nil {
 		return nil, err
 	}
+	defer d.release()
 	deadline := time.Now().Add(autostartWait)
 	backoff := 10 * time.Millisecond
 	for {
 		uc, err := connect(ctx, sock.Path, o)
-		if err == nil || !noListener(err) || time.Now().After(deadline) {
-			if err != nil && noListener(err) {
-				err = fmt.Errorf("started a daemon but it did not listen within %v (%v)", autostartWait, err)
-			}
+		if err == nil || !noListener(err) {
 			return uc, err
+		}
+		if err := d.failed(); err != nil {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("started a daemon but it did not listen within %v (%w)", autostartWait, err)
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -231,25 +247,38 @@ func autostart(ctx context.Context, sock Socket, o dialOpts) (*net.UnixConn, err
 	}
 }
 
+// startedDaemon is a daemon this client started: a child until it exits or
+// the client lets it go.
+type startedDaemon struct {
+	proc    *os.Process
+	reaped  bool
+	log     string
+	logFrom int64 // the log's size before the daemon started
+}
+
 // startDaemon re-executes the running binary as "perflockd --socket PATH
 // --idle-exit 60s" in a new session, with stdin from /dev/null and output
 // appended to the log next to the socket. It does not wait for it.
-func startDaemon(sock Socket) error {
+func startDaemon(sock Socket) (*startedDaemon, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("find own executable to start perflockd: %w", err)
+		return nil, fmt.Errorf("find own executable to start perflockd: %w", err)
 	}
 	if fi, err := os.Stat(filepath.Dir(sock.Path)); err != nil || !fi.IsDir() {
-		return fmt.Errorf("socket directory %s does not exist", filepath.Dir(sock.Path))
+		return nil, fmt.Errorf("socket directory %s does not exist", filepath.Dir(sock.Path))
 	}
 	logf, err := os.OpenFile(sock.LogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("open daemon log: %w", err)
+		return nil, fmt.Errorf("open daemon log: %w", err)
 	}
 	defer logf.Close()
+	d := &startedDaemon{log: sock.LogPath()}
+	if fi, err := logf.Stat(); err == nil {
+		d.logFrom = fi.Size()
+	}
 	null, err := os.Open(os.DevNull)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", os.DevNull, err)
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
 	}
 	defer null.Close()
 	cmd := &exec.Cmd{
@@ -262,9 +291,80 @@ func startDaemon(sock Socket) error {
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start perflockd: %w", err)
+		return nil, fmt.Errorf("start perflockd: %w", err)
 	}
-	return cmd.Process.Release()
+	d.proc = cmd.Process
+	return d, nil
+}
+
+// failed reports, without waiting, a daemon that has exited with a status
+// other than 0 (0: another daemon serves the socket), as a
+// daemonExitedError; nil while it runs or when it exited 0.
+func (d *startedDaemon) failed() error {
+	if d.reaped {
+		return nil
+	}
+	var ws unix.WaitStatus
+	pid, err := unix.Wait4(d.proc.Pid, &ws, unix.WNOHANG, nil)
+	if err != nil || pid != d.proc.Pid {
+		return nil // still running (or not ours to wait for)
+	}
+	d.reaped = true
+	if ws.Exited() && ws.ExitStatus() == 0 {
+		return nil
+	}
+	how := fmt.Sprintf("exit status %d", ws.ExitStatus())
+	if ws.Signaled() {
+		how = fmt.Sprintf("killed by signal %d (%v)", int(ws.Signal()), ws.Signal())
+	}
+	return daemonExitedError{how: how, log: d.log, tail: logTail(d.log, d.logFrom)}
+}
+
+// release lets a daemon that still runs go on by itself.
+func (d *startedDaemon) release() {
+	if !d.reaped {
+		d.proc.Release()
+	}
+}
+
+// daemonExitedError: a daemon this client started exited at once.
+type daemonExitedError struct {
+	how  string   // "exit status 69"
+	log  string   // its log file
+	tail []string // the last lines it wrote there
+}
+
+func (e daemonExitedError) Error() string {
+	s := fmt.Sprintf("the per-user perflockd started on demand exited at once (%s)", e.how)
+	if len(e.tail) == 0 {
+		return s + "; its log " + e.log + " says nothing more"
+	}
+	return s + "; the end of its log " + e.log + ":\n  " + strings.Join(e.tail, "\n  ")
+}
+
+// logTail is the last lines written to the log file path after offset
+// from: at most logTailLines lines of the last logTailBytes bytes, made
+// printable.
+func logTail(path string, from int64) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size()-from > logTailBytes {
+		from = fi.Size() - logTailBytes
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, from, logTailBytes))
+	if err != nil {
+		return nil
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, printable(l))
+		}
+	}
+	return lines[max(0, len(lines)-logTailLines):]
 }
 
 // handshake sends hello and reads the daemon's.

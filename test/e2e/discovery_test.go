@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/perflock/perflock/runner"
 )
@@ -52,4 +55,66 @@ func perUserEnv(t *testing.T, runtime string) []string {
 		t.Skipf("%s exists: the commands would use the system daemon", runner.SystemSocket)
 	}
 	return []string{"XDG_RUNTIME_DIR=" + runtime, runner.EnvSocket + "="}
+}
+
+// A user without a home (nobody, useradd -M) gets a per-user daemon: it
+// keeps its state beside its socket, saying so once in its log.
+func TestPerUserDaemonForAUserWithoutAHome(t *testing.T) {
+	requireSecondUser(t)
+	e := newEnv(t, "", "")
+	e.openForOthers()
+	runtime := filepath.Join(e.dir, "runtime")
+	if err := os.Mkdir(runtime, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("chown", secondUser+":", runtime).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v: %s", err, out)
+	}
+	sock := filepath.Join(runtime, "perflock", runner.SocketName)
+	t.Cleanup(func() { killDaemonsOn(sock) })
+	env := append(perUserEnv(t, runtime), "HOME=/nonexistent", "XDG_STATE_HOME=")
+	for i := range 2 {
+		p := e.startPath("setpriv", []string{"--reuid", secondUser, "--regid", secondUser, "--clear-groups", "--",
+			filepath.Join(binDir, "perfrun"), "--", "sh", "-c", "exit 6"}, env...)
+		if code := e.exit(p); code != 6 {
+			log, _ := os.ReadFile(filepath.Join(filepath.Dir(sock), runner.LogName))
+			t.Fatalf("perfrun %d as %s with HOME=/nonexistent: exit %d, want 6: %s\nperflockd log:\n%s", i+1, secondUser, code, p.stderr, log)
+		}
+	}
+	log, err := os.ReadFile(filepath.Join(filepath.Dir(sock), runner.LogName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(log), "level=WARN msg=\"cannot make the state directory"); n != 1 || !strings.Contains(string(log), filepath.Dir(sock)) {
+		t.Fatalf("perflockd log: %d warnings about the state directory, want 1 naming %s:\n%s", n, filepath.Dir(sock), log)
+	}
+}
+
+// An autostarted daemon that fails at once is reported at once, with the
+// reason from its log, not after the client has waited for it to listen.
+func TestAutostartedDaemonThatFailsIsReportedAtOnce(t *testing.T) {
+	e := newEnv(t, "", "")
+	runtime := filepath.Join(e.dir, "runtime")
+	if err := os.MkdirAll(filepath.Join(runtime, "perflock"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(runtime, 0o700)
+	sock := filepath.Join(runtime, "perflock", runner.SocketName)
+	// A file where the socket goes: connect(2) is refused, and the daemon
+	// refuses to replace what is not a socket.
+	if err := os.WriteFile(sock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killDaemonsOn(sock) })
+	start := time.Now()
+	p := e.start("perfrun", []string{"--", "true"}, perUserEnv(t, runtime)...)
+	code := e.exit(p)
+	if code != 69 || !strings.Contains(p.stderr.String(), "exists and is not a socket") {
+		t.Fatalf("perfrun whose daemon cannot listen: exit %d, want 69 and the daemon's reason: %s", code, p.stderr)
+	}
+	// The client gave up waiting for the daemon to listen after 5 s; it
+	// must not have waited for that.
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("perfrun took %v to report a daemon that failed at once", d)
+	}
 }

@@ -47,7 +47,10 @@ running.
 
 STATE
   perfrun --key history (when each key last completed successfully) is kept in
-  history.json: in /var/lib/perflock for the system daemon, else beside the socket.
+  history.json: in /var/lib/perflock for the system daemon; for the per-user
+  daemon in $XDG_STATE_HOME/perflock (~/.local/state/perflock), or, where that
+  cannot be made (a user without a home), beside the socket, saying so once in
+  the log; for any other daemon beside the socket.
 
 GOVERNOR
   perfrun --governor pins the CPU frequency through cpufreq in sysfs (--cpufreq-root)
@@ -148,9 +151,13 @@ EXIT STATUS
 			if cfg.Socket == runner.SystemSocket || cfg.Listener != nil && cfg.Listener.Addr().String() == runner.SystemSocket {
 				cfg.StateDir = SystemStateDir
 			} else if us, err := runner.UserSocket(); err == nil && us == cfg.Socket {
-				// The per-user daemon keeps its history with the user's state.
+				// The per-user daemon keeps its history with the user's
+				// state; a user without a home (nobody, useradd -M) keeps
+				// it beside the socket, in the user's private runtime
+				// directory (the daemon's default).
 				if cfg.StateDir, err = userStateDir(); err != nil {
-					return exitError{runner.ExitUnavailable, err}
+					log.Warn("cannot make the state directory; keeping the job history beside the socket instead",
+						"err", err, "dir", filepath.Dir(cfg.Socket))
 				}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -265,7 +272,7 @@ func daemonSocket(flag string) (string, error) {
 }
 
 // userStateDir is $XDG_STATE_HOME/perflock (default ~/.local/state/perflock),
-// created 0700.
+// created 0700; an error when it cannot be made (no home).
 func userStateDir() (string, error) {
 	base := os.Getenv("XDG_STATE_HOME")
 	if base == "" {
