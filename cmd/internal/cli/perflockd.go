@@ -99,7 +99,8 @@ POLICIES
 
 EXIT STATUS
   0 on a clean stop (also when another perflockd already serves the socket),
-  64 on bad usage, 69 when it cannot serve (socket, cgroups).`,
+  64 on bad usage (an empty value such as --socket "" included), 69 when it cannot
+  serve (socket, cgroups).`,
 		Example: `  # a system daemon by hand, as root, logging JSON
   perflockd --driver cgroupfs --log-format json
 
@@ -113,6 +114,9 @@ EXIT STATUS
   perflockd --metrics unix:/run/perflock/metrics.sock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := noEmptyValue(cmd, "socket", "driver", "policy", "cgroup-name", "cpufreq-root", "log-level", "log-format"); err != nil {
+				return err
+			}
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
 			if err != nil {
 				return usageError{err}

@@ -106,6 +106,9 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 		},
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := noEmptyValue(cmd, "socket", "key"); err != nil {
+				return err
+			}
 			if len(args) == 0 {
 				return usageError{fmt.Errorf("no command given")}
 			}
@@ -256,7 +259,8 @@ EXIT STATUS
   128+N         CMD died of signal N, or %[1]s was cancelled by signal N while
                 waiting (130 for Ctrl-C)
   75            the lock was not obtained: busy with -n, or -t expired (-E changes it)
-  64            bad usage, or the daemon rejected the request as invalid
+  64            bad usage (an empty value such as --socket "" included), or the
+                daemon rejected the request as invalid
   69            no perflockd reachable or startable, or it is overloaded, failed
                 or cannot do what was asked
   126           CMD was found but cannot be executed

@@ -49,7 +49,7 @@ job's owner or root may.`,
 		Annotations: map[string]string{"manual": `EXIT STATUS
   0   listed (or cancelled); --watch: ended by Ctrl-C, SIGTERM or SIGHUP
   1   --cancel: no such job
-  64  bad usage
+  64  bad usage, an empty value included (--cancel "", --socket "")
   69  no perflockd reachable or startable, or it is overloaded (its queue of new
       connections stayed full for 30 s, or it refused the connection at its
       connection limit); --watch: perflockd refused the watch,
@@ -64,6 +64,9 @@ ENVIRONMENT
 		Args:                  cobra.NoArgs,
 		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := noEmptyValue(cmd, "socket", "cancel"); err != nil {
+				return err
+			}
 			if watch && cancel != "" {
 				return usageError{errors.New("--watch and --cancel do not go together")}
 			}
