@@ -12,7 +12,7 @@
 //	128+N    the job died of signal N, or perfrun was cancelled by signal N while waiting
 //	75       the lock was not obtained: busy (nonblock) or timed out ([ExitConflict]; Options.ConflictExit overrides it)
 //	64       bad usage, or a request the daemon rejected as invalid ([ExitUsage])
-//	69       no daemon reachable or startable, or the daemon failed ([ExitUnavailable])
+//	69       no daemon reachable or startable, or it is overloaded, or the daemon failed ([ExitUnavailable])
 //	126      the command was found but cannot be executed ([ExitCannotExec])
 //	127      the command was not found ([ExitNotFound])
 //

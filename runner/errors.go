@@ -9,6 +9,11 @@ var (
 	// connection to it failed. The message says what to do.
 	ErrUnavailable = errors.New("runner: perflockd unavailable")
 
+	// ErrOverloaded: the daemon did not take the connection: its queue of
+	// new connections stayed full, or it refused the connection at its
+	// connection limit. Errors that wrap it wrap ErrUnavailable too.
+	ErrOverloaded = errors.New("runner: perflockd overloaded")
+
 	// ErrVersion: the daemon does not speak this client's protocol version.
 	ErrVersion = errors.New("runner: protocol version not supported by perflockd")
 
@@ -20,7 +25,8 @@ var (
 	// seconds, or is negative.
 	ErrBadTimeout = errors.New("runner: bad timeout")
 
-	// ErrDaemon: the daemon answered with an error message.
+	// ErrDaemon: the daemon answered with an error message (to a hello:
+	// it refused the connection).
 	ErrDaemon = errors.New("runner: perflockd refused")
 
 	// ErrDenied: the job belongs to someone else (only its owner or root

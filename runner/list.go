@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/perflock/perflock/proto"
@@ -11,14 +12,15 @@ import (
 // List returns the daemon's queue: holders in ticket order, then waiters in
 // queue order (never nil; empty when nothing holds or waits). socket is the
 // --socket option, "" to discover; like Run it starts a per-user daemon if
-// none runs, whose list is then empty. Failures wrap ErrUnavailable,
-// ErrUnsafeDir, ErrVersion or ErrDaemon.
-func List(ctx context.Context, socket string) ([]proto.Entry, error) {
+// none runs, whose list is then empty. notices, when not nil, is told when
+// connecting to an overloaded daemon takes a while. Failures wrap
+// ErrUnavailable (and ErrOverloaded), ErrUnsafeDir, ErrVersion or ErrDaemon.
+func List(ctx context.Context, socket string, notices io.Writer) ([]proto.Entry, error) {
 	sock, err := Discover(socket)
 	if err != nil {
 		return nil, err
 	}
-	c, err := dial(ctx, sock, "wholock")
+	c, err := dial(ctx, sock, dialOpts{client: "wholock", waiting: noticeTo(notices, "wholock")})
 	if err != nil {
 		return nil, err
 	}
@@ -53,8 +55,9 @@ func List(ctx context.Context, socket string) ([]proto.Entry, error) {
 // Cancel asks the daemon to cancel a job: a waiting request leaves the
 // queue; a running job is stopped (SIGTERM, then SIGKILL). job is a job name
 // as wholock shows it (x-42) or a ticket number. Only the job's owner or root
-// may. Failures wrap ErrDenied, ErrNoJob, ErrUnavailable or ErrDaemon.
-func Cancel(ctx context.Context, socket, job string) error {
+// may. notices is as for [List]. Failures wrap ErrDenied, ErrNoJob,
+// ErrUnavailable or ErrDaemon.
+func Cancel(ctx context.Context, socket, job string, notices io.Writer) error {
 	sock, err := Discover(socket)
 	if err != nil {
 		return err
@@ -63,7 +66,7 @@ func Cancel(ctx context.Context, socket, job string) error {
 	if n, err := strconv.ParseUint(job, 10, 64); err == nil {
 		m = proto.Msg{Type: proto.TCancel, Ticket: n}
 	}
-	c, err := dial(ctx, sock, "wholock")
+	c, err := dial(ctx, sock, dialOpts{client: "wholock", waiting: noticeTo(notices, "wholock")})
 	if err != nil {
 		return err
 	}

@@ -107,7 +107,7 @@ func Run(ctx context.Context, o Options, argv []string) int {
 	if o.Key == "" && (o.IfElapsed > 0 || o.Replace || o.ExpireAfter > 0) {
 		o.Key = CommandKey(argv)
 	}
-	j := &job{o: o, argv: argv, tty: isTerminal(o.Stderr)}
+	j := &job{o: o, argv: argv, tty: isTerminal(o.Stderr), start: time.Now()}
 	return j.run(ctx)
 }
 
@@ -127,6 +127,9 @@ type job struct {
 	c    *conn
 	sigs chan os.Signal
 	sock Socket
+	// start is when Run began: Options.Timeout counts from it, the wait to
+	// connect included.
+	start time.Time
 	// ticket and token let the request rejoin its place in line if the
 	// daemon restarts while it waits.
 	ticket uint64
@@ -181,6 +184,25 @@ func (j *job) run(ctx context.Context) int {
 	return j.runHeld(ctx, self, path)
 }
 
+// dialOpts are the job's: its program, Options.Timeout bounding the wait
+// for an overloaded daemon, and a notice when that wait is long.
+func (j *job) dialOpts() dialOpts {
+	o := dialOpts{client: j.o.Program, busyFor: j.o.Timeout}
+	if !j.o.Quiet {
+		o.waiting = func(msg string) { j.say("%s", msg) }
+	}
+	return o
+}
+
+// remaining is what is left of Options.Timeout, at least a millisecond; 0
+// without a timeout.
+func (j *job) remaining() time.Duration {
+	if j.o.Timeout <= 0 {
+		return 0
+	}
+	return max(j.o.Timeout-time.Since(j.start), time.Millisecond)
+}
+
 // connect dials the daemon; a signal meanwhile cancels.
 func (j *job) connect(ctx context.Context, sock Socket) (int, bool) {
 	dctx, cancel := context.WithCancel(ctx)
@@ -191,7 +213,7 @@ func (j *job) connect(ctx context.Context, sock Socket) (int, bool) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, err := dial(dctx, sock, j.o.Program)
+		c, err := dial(dctx, sock, j.dialOpts())
 		done <- result{c, err}
 	}()
 	var r result
@@ -204,6 +226,13 @@ func (j *job) connect(ctx context.Context, sock Socket) (int, bool) {
 		}
 		return j.cancelled(sig), false
 	}
+	if r.err != nil && errors.Is(r.err, ErrOverloaded) && j.o.Timeout > 0 && time.Since(j.start) >= j.o.Timeout {
+		if !j.o.Quiet {
+			j.say("timed out after %s waiting to connect to perflockd at %s: it is overloaded (its queue of new connections stayed full)",
+				friendlyDuration(j.o.Timeout), sock.Path)
+		}
+		return j.o.ConflictExit, false
+	}
 	if r.err != nil {
 		j.say("%v", trimPrefix(r.err))
 		return ExitUnavailable, false
@@ -212,9 +241,10 @@ func (j *job) connect(ctx context.Context, sock Socket) (int, bool) {
 	return 0, true
 }
 
-// trimPrefix drops this package's sentinel prefix from an error for users.
+// trimPrefix drops this package's sentinel prefixes from an error for
+// users.
 func trimPrefix(err error) string {
-	return strings.TrimPrefix(err.Error(), "runner: ")
+	return strings.ReplaceAll(err.Error(), "runner: ", "")
 }
 
 func (j *job) cancelled(sig os.Signal) int {
@@ -235,7 +265,7 @@ func (j *job) wait(ctx context.Context) (int, bool) {
 		Resources:     j.o.Resources,
 		Preemptible:   j.o.Preemptible,
 		Nonblock:      j.o.Nonblock,
-		TimeoutMS:     timeoutMS(j.o.Timeout),
+		TimeoutMS:     timeoutMS(j.remaining()),
 		MaxRuntimeMS:  timeoutMS(j.o.MaxRuntime),
 		Command:       listingCommand(j.argv),
 		Key:           j.o.Key,
@@ -253,7 +283,7 @@ func (j *job) wait(ctx context.Context) (int, bool) {
 	what := resourcesName(j.o.Resources)
 	var timeout <-chan time.Time
 	if j.o.Timeout > 0 {
-		t := time.NewTimer(j.o.Timeout + localTimeoutGrace)
+		t := time.NewTimer(j.remaining() + localTimeoutGrace)
 		defer t.Stop()
 		timeout = t.C
 	}
@@ -656,7 +686,7 @@ func (j *job) rejoin(ctx context.Context, req proto.Msg) bool {
 		}
 		wait = 250 * time.Millisecond
 		dctx, cancel := context.WithDeadline(ctx, deadline)
-		c, err := dial(dctx, j.sock, j.o.Program)
+		c, err := dial(dctx, j.sock, j.dialOpts())
 		cancel()
 		if err != nil {
 			continue

@@ -134,7 +134,7 @@ func TestRunWithoutReachableSystemDaemonExitsUnavailable(t *testing.T) {
 // returns a function that lets it go.
 func holdLock(t *testing.T, sock string) func() {
 	t.Helper()
-	c, err := dial(context.Background(), Socket{Path: sock, System: true}, "test")
+	c, err := dial(context.Background(), Socket{Path: sock}, dialOpts{client: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,26 +149,26 @@ func holdLock(t *testing.T, sock string) func() {
 
 func TestListShowsHolder(t *testing.T) {
 	sock := startTestDaemon(t)
-	entries, err := List(context.Background(), sock)
+	entries, err := List(context.Background(), sock, nil)
 	if err != nil || entries == nil || len(entries) != 0 {
 		t.Fatalf("empty queue: %v, %v", entries, err)
 	}
 	release := holdLock(t, sock)
 	defer release()
-	entries, err = List(context.Background(), sock)
+	entries, err = List(context.Background(), sock, nil)
 	if err != nil || len(entries) != 1 || entries[0].Command[0] != "hold" || entries[0].PID != os.Getpid() {
 		t.Fatalf("%+v, %v", entries, err)
 	}
 }
 
 func TestTwoClientsAutostartOneDaemon(t *testing.T) {
-	sock := Socket{Path: filepath.Join(t.TempDir(), SocketName)}
+	sock := Socket{Path: filepath.Join(t.TempDir(), SocketName), PerUser: true}
 	var wg sync.WaitGroup
 	pids := make([]int, 2)
 	errs := make([]error, 2)
 	for i := range 2 {
 		wg.Go(func() {
-			c, err := dial(context.Background(), sock, "test")
+			c, err := dial(context.Background(), sock, dialOpts{client: "test"})
 			if err != nil {
 				errs[i] = err
 				return

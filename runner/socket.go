@@ -35,6 +35,20 @@ type Socket struct {
 	// System is set for the system daemon's socket: clients never start
 	// that daemon themselves.
 	System bool
+	// PerUser is set for the user's own default socket (see [UserSocket]):
+	// the only one where clients start a daemon when none listens.
+	PerUser bool
+	// NamedBy says who named the path: "--socket" or [EnvSocket]; "" when
+	// it was discovered.
+	NamedBy string
+}
+
+// without says how to stop naming the socket, for messages.
+func (s Socket) without() string {
+	if s.NamedBy == EnvSocket {
+		return "unset " + EnvSocket
+	}
+	return "leave out " + s.NamedBy
 }
 
 // LogPath is the log file of a daemon started for this socket.
@@ -51,13 +65,15 @@ func (s Socket) LogPath() string { return filepath.Join(filepath.Dir(s.Path), Lo
 //     ErrUnsafeDir if it is a symlink, not owned by the user, or accessible
 //     to group or others.
 //
-// For 1 and 2 the directory is not checked: the user chose it.
+// For 1 and 2 the directory is not checked: the user chose it. Only 4 is
+// PerUser (clients start a daemon there), and 1 or 2 when they name that
+// very path.
 func Discover(flag string) (Socket, error) {
 	if flag != "" {
-		return explicitSocket(flag)
+		return explicitSocket(flag, "--socket")
 	}
 	if env := os.Getenv(EnvSocket); env != "" {
-		return explicitSocket(env)
+		return explicitSocket(env, EnvSocket)
 	}
 	if _, err := os.Stat(SystemSocket); err == nil {
 		return Socket{Path: SystemSocket, System: true}, nil
@@ -66,7 +82,7 @@ func Discover(flag string) (Socket, error) {
 	if err != nil {
 		return Socket{}, err
 	}
-	return Socket{Path: p}, nil
+	return Socket{Path: p, PerUser: true}, nil
 }
 
 // UserSocket is the per-user daemon's socket,
@@ -82,12 +98,18 @@ func UserSocket() (string, error) {
 	return filepath.Join(dir, SocketName), nil
 }
 
-func explicitSocket(p string) (Socket, error) {
+// explicitSocket is the socket at p, which namedBy names.
+func explicitSocket(p, namedBy string) (Socket, error) {
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return Socket{}, fmt.Errorf("runner: socket path %q: %w", p, err)
 	}
-	return Socket{Path: abs, System: abs == SystemSocket}, nil
+	return Socket{
+		Path:    abs,
+		System:  abs == SystemSocket,
+		PerUser: abs == filepath.Join(userSocketDir(), SocketName),
+		NamedBy: namedBy,
+	}, nil
 }
 
 // userSocketDir is the per-user daemon's directory (not checked).

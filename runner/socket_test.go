@@ -41,7 +41,7 @@ func TestDiscoverPrecedence(t *testing.T) {
 		makeSystemSocket(t)
 		t.Setenv(EnvSocket, "/somewhere/env.sock")
 		got, err := Discover("/somewhere/flag.sock")
-		if err != nil || got != (Socket{Path: "/somewhere/flag.sock"}) {
+		if err != nil || got != (Socket{Path: "/somewhere/flag.sock", NamedBy: "--socket"}) {
 			t.Fatalf("Discover = %+v, %v", got, err)
 		}
 	})
@@ -50,7 +50,7 @@ func TestDiscoverPrecedence(t *testing.T) {
 		makeSystemSocket(t)
 		t.Setenv(EnvSocket, "/somewhere/env.sock")
 		got, err := Discover("")
-		if err != nil || got != (Socket{Path: "/somewhere/env.sock"}) {
+		if err != nil || got != (Socket{Path: "/somewhere/env.sock", NamedBy: EnvSocket}) {
 			t.Fatalf("Discover = %+v, %v", got, err)
 		}
 	})
@@ -77,7 +77,7 @@ func TestDiscoverPrecedence(t *testing.T) {
 		}
 		t.Setenv("XDG_RUNTIME_DIR", xdg)
 		got, err := Discover("")
-		want := Socket{Path: filepath.Join(xdg, "perflock", SocketName)}
+		want := Socket{Path: filepath.Join(xdg, "perflock", SocketName), PerUser: true}
 		if err != nil || got != want {
 			t.Fatalf("Discover = %+v, %v; want %+v", got, err, want)
 		}
@@ -86,11 +86,20 @@ func TestDiscoverPrecedence(t *testing.T) {
 	t.Run("per-user socket in the temporary directory without XDG_RUNTIME_DIR", func(t *testing.T) {
 		isolate(t)
 		got, err := Discover("")
-		want := Socket{Path: filepath.Join(userTempDir, "perflock-"+strconv.Itoa(os.Getuid()), SocketName)}
+		want := Socket{Path: filepath.Join(userTempDir, "perflock-"+strconv.Itoa(os.Getuid()), SocketName), PerUser: true}
 		if err != nil || got != want {
 			t.Fatalf("Discover = %+v, %v; want %+v", got, err, want)
 		}
 		assertPrivateDir(t, filepath.Dir(got.Path))
+	})
+	t.Run("naming the per-user socket is the per-user socket", func(t *testing.T) {
+		isolate(t)
+		p := filepath.Join(userTempDir, "perflock-"+strconv.Itoa(os.Getuid()), SocketName)
+		t.Setenv(EnvSocket, p)
+		got, err := Discover("")
+		if err != nil || got != (Socket{Path: p, PerUser: true, NamedBy: EnvSocket}) {
+			t.Fatalf("Discover = %+v, %v", got, err)
+		}
 	})
 	t.Run("relative flag is made absolute", func(t *testing.T) {
 		isolate(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/perflock/perflock/proto"
@@ -31,7 +32,8 @@ var reconnectEvery = time.Second
 // changes (the daemon sends at most about ten listings a second, and never
 // a backlog: a slow fn misses intermediate states, not the latest). socket
 // is the --socket option, "" to discover. The first connection is made like
-// [List]'s: a per-user daemon is started if none runs. When the connection
+// [List]'s: a per-user daemon is started if none runs, and notices is told
+// when connecting to an overloaded daemon takes a while. When the connection
 // is lost, fn hears so (Snapshot.Lost), and Watch reconnects every second,
 // reporting each failed attempt; it does not start a daemon then, for one
 // that went away was stopped or crashed, and the next perfrun or pls starts
@@ -40,12 +42,12 @@ var reconnectEvery = time.Second
 // Watch returns ctx.Err() once ctx is done, fn's error if fn fails, or an
 // error wrapping ErrUnavailable, ErrUnsafeDir, ErrVersion or ErrDaemon when
 // the first connection fails or the daemon refuses to be watched.
-func Watch(ctx context.Context, socket string, fn func(Snapshot) error) error {
+func Watch(ctx context.Context, socket string, notices io.Writer, fn func(Snapshot) error) error {
 	sock, err := Discover(socket)
 	if err != nil {
 		return err
 	}
-	c, err := dial(ctx, sock, "wholock")
+	c, err := dial(ctx, sock, dialOpts{client: "wholock", waiting: noticeTo(notices, "wholock")})
 	if err != nil {
 		return err
 	}
@@ -141,7 +143,9 @@ func rewatch(ctx context.Context, socket string, fn func(Snapshot) error) (*conn
 		sock, err := Discover(socket)
 		if err == nil {
 			var c *conn
-			if c, err = dialStart(ctx, sock, "wholock", false); err == nil {
+			// Not started, and a full listen queue is retried for a
+			// second at most: fn hears of each failed attempt.
+			if c, err = dial(ctx, sock, dialOpts{client: "wholock", noStart: true, busyFor: reconnectEvery}); err == nil {
 				return c, nil
 			}
 			if errors.Is(err, ErrVersion) {

@@ -99,9 +99,10 @@ const (
 // the clock and the jobs' times advance (locally: the daemon is not asked),
 // and on a resize. It returns nil when ctx is done, restoring the screen
 // and cursor, and [Watch]'s error otherwise (before drawing anything when
-// the first connection fails).
-func WatchTerminal(ctx context.Context, socket string, out *os.File) error {
-	snaps, stop := watchLatest(ctx, socket)
+// the first connection fails). Before the first draw, a slow first
+// connection is told on errw.
+func WatchTerminal(ctx context.Context, socket string, out *os.File, errw io.Writer) error {
+	snaps, stop := watchLatest(ctx, socket, errw)
 	defer stop.cancel()
 	var cur Snapshot
 	select {
@@ -154,11 +155,12 @@ func drawScreen(out *os.File, s Snapshot, now time.Time) {
 
 // WatchJSON is wholock --watch --json (or --watch when out is not a
 // terminal): one JSON array per listing, on one line each, as --json
-// prints it. Losing the daemon and reconnecting are told on errw, once
-// each. It returns nil when ctx is done, and [Watch]'s error otherwise.
+// prints it. A slow first connection, losing the daemon and reconnecting
+// are told on errw, once each. It returns nil when ctx is done, and
+// [Watch]'s error otherwise.
 func WatchJSON(ctx context.Context, socket string, out, errw io.Writer) error {
 	lost := false
-	err := Watch(ctx, socket, func(s Snapshot) error {
+	err := Watch(ctx, socket, errw, func(s Snapshot) error {
 		if s.Lost != nil {
 			if !lost {
 				fmt.Fprintf(errw, "wholock: lost perflockd (%s); reconnecting every second\n", printable(s.Lost.Error()))
@@ -219,12 +221,12 @@ func (w watchRun) wait() error {
 
 // watchLatest runs Watch, keeping only the latest snapshot for the reader
 // of the returned channel: a slow screen skips states, never lags.
-func watchLatest(ctx context.Context, socket string) (<-chan Snapshot, watchRun) {
+func watchLatest(ctx context.Context, socket string, notices io.Writer) (<-chan Snapshot, watchRun) {
 	ctx, cancel := context.WithCancel(ctx)
 	snaps := make(chan Snapshot, 1)
 	w := watchRun{cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		w.done <- Watch(ctx, socket, func(s Snapshot) error {
+		w.done <- Watch(ctx, socket, notices, func(s Snapshot) error {
 			select {
 			case <-snaps: // replaced
 			default:

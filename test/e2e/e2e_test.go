@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/perflock/perflock/cgroup"
+	"github.com/perflock/perflock/runner"
 )
 
 // The essay's example through the commands. Drain: A and B (pls) hold, C
@@ -325,24 +326,27 @@ func TestSignalsCancelWaitingAndReachRunningJobs(t *testing.T) {
 	e.waitQueue("")
 }
 
-// Two clients that find no daemon start one between them.
+// Two clients that find no daemon on the per-user socket start one between
+// them.
 func TestTwoClientsAutostartOneDaemon(t *testing.T) {
 	e := newEnv(t, "", "")
-	t.Cleanup(func() { killDaemonsOn(e.sock) })
-	a := e.start("perfrun", []string{"--socket", e.sock, "--", "true"})
-	b := e.start("pls", []string{"--socket", e.sock, "--", "true"})
+	env := perUserEnv(t, e.dir)
+	sock := filepath.Join(e.dir, "perflock", runner.SocketName)
+	t.Cleanup(func() { killDaemonsOn(sock) })
+	a := e.start("perfrun", []string{"--", "true"}, env...)
+	b := e.start("pls", []string{"--", "true"}, env...)
 	if ca, cb := e.exit(a), e.exit(b); ca != 0 || cb != 0 {
 		t.Fatalf("exits %d, %d; stderr %q %q", ca, cb, a.stderr, b.stderr)
 	}
-	if n := len(daemonsOn(e.sock)); n != 1 {
-		t.Fatalf("%d daemons serve %s, want 1", n, e.sock)
+	if n := len(daemonsOn(sock)); n != 1 {
+		t.Fatalf("%d daemons serve %s, want 1", n, sock)
 	}
 	// The next client uses the same daemon.
-	w := e.start("wholock", []string{"--socket", e.sock})
+	w := e.start("wholock", nil, env...)
 	if code := e.exit(w); code != 0 {
 		t.Fatalf("wholock: %d %s", code, w.stderr)
 	}
-	if n := len(daemonsOn(e.sock)); n != 1 {
+	if n := len(daemonsOn(sock)); n != 1 {
 		t.Fatalf("%d daemons after wholock", n)
 	}
 }

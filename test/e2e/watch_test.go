@@ -64,7 +64,7 @@ func TestWatchFollowsRealJobsAndReconnects(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runner.Watch(ctx, e.sock, func(s runner.Snapshot) error {
+		done <- runner.Watch(ctx, e.sock, nil, func(s runner.Snapshot) error {
 			if s.Lost != nil {
 				lost <- s.Lost
 				return nil

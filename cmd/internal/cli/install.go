@@ -36,6 +36,9 @@ The first perfrun, pls or wholock starts the daemon through the socket.`,
   perflockd install --root ./pkg --unit-dir /lib/systemd/system --bin /usr/bin/perflockd --no-reload`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := noEmptyValue(cmd, "root", "unit-dir", "bin"); err != nil {
+				return err
+			}
 			if bin == "" {
 				self, err := os.Executable()
 				if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/perflock/perflock/runner"
 )
@@ -82,6 +83,24 @@ func execute(cmd *cobra.Command, args []string) int {
 	// usageError, or cobra's own complaints about arguments.
 	fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s\nRun '%s --help' for usage.\n", name, message(err), name)
 	return runner.ExitUsage
+}
+
+// noEmptyValue is a usage error for the first of the named flags that was
+// given an empty value (--socket "", often a variable that was not set):
+// it would otherwise quietly mean the flag's default, not what was asked.
+func noEmptyValue(cmd *cobra.Command, names ...string) error {
+	for _, n := range names {
+		f := cmd.Flags().Lookup(n)
+		if f == nil || !f.Changed || f.Value.String() != "" {
+			continue
+		}
+		what, _ := pflag.UnquoteUsage(f)
+		if what == "string" {
+			what = "value"
+		}
+		return usageError{fmt.Errorf("--%s \"\": give a %s, or leave out --%s", n, what, n)}
+	}
+	return nil
 }
 
 // message is err for users, without the library's package prefixes.

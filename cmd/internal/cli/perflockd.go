@@ -47,7 +47,10 @@ running.
 
 STATE
   perfrun --key history (when each key last completed successfully) is kept in
-  history.json: in /var/lib/perflock for the system daemon, else beside the socket.
+  history.json: in /var/lib/perflock for the system daemon; for the per-user
+  daemon in $XDG_STATE_HOME/perflock (~/.local/state/perflock), or, where that
+  cannot be made (a user without a home), beside the socket, saying so once in
+  the log; for any other daemon beside the socket.
 
 GOVERNOR
   perfrun --governor pins the CPU frequency through cpufreq in sysfs (--cpufreq-root)
@@ -96,7 +99,8 @@ POLICIES
 
 EXIT STATUS
   0 on a clean stop (also when another perflockd already serves the socket),
-  64 on bad usage, 69 when it cannot serve (socket, cgroups).`,
+  64 on bad usage (an empty value such as --socket "" included), 69 when it cannot
+  serve (socket, cgroups).`,
 		Example: `  # a system daemon by hand, as root, logging JSON
   perflockd --driver cgroupfs --log-format json
 
@@ -110,6 +114,9 @@ EXIT STATUS
   perflockd --metrics unix:/run/perflock/metrics.sock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := noEmptyValue(cmd, "socket", "driver", "policy", "cgroup-name", "cpufreq-root", "log-level", "log-format"); err != nil {
+				return err
+			}
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
 			if err != nil {
 				return usageError{err}
@@ -148,9 +155,13 @@ EXIT STATUS
 			if cfg.Socket == runner.SystemSocket || cfg.Listener != nil && cfg.Listener.Addr().String() == runner.SystemSocket {
 				cfg.StateDir = SystemStateDir
 			} else if us, err := runner.UserSocket(); err == nil && us == cfg.Socket {
-				// The per-user daemon keeps its history with the user's state.
+				// The per-user daemon keeps its history with the user's
+				// state; a user without a home (nobody, useradd -M) keeps
+				// it beside the socket, in the user's private runtime
+				// directory (the daemon's default).
 				if cfg.StateDir, err = userStateDir(); err != nil {
-					return exitError{runner.ExitUnavailable, err}
+					log.Warn("cannot make the state directory; keeping the job history beside the socket instead",
+						"err", err, "dir", filepath.Dir(cfg.Socket))
 				}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -265,7 +276,7 @@ func daemonSocket(flag string) (string, error) {
 }
 
 // userStateDir is $XDG_STATE_HOME/perflock (default ~/.local/state/perflock),
-// created 0700.
+// created 0700; an error when it cannot be made (no home).
 func userStateDir() (string, error) {
 	base := os.Getenv("XDG_STATE_HOME")
 	if base == "" {

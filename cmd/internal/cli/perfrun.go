@@ -106,6 +106,9 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 		},
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := noEmptyValue(cmd, "socket", "key"); err != nil {
+				return err
+			}
 			if len(args) == 0 {
 				return usageError{fmt.Errorf("no command given")}
 			}
@@ -247,16 +250,19 @@ func jobManual(name string) string {
 	return fmt.Sprintf(`While waiting:
   On a terminal, a status line on stderr shows the position in line and who holds
   the machine, for how long; otherwise one line is printed when waiting starts.
-  -q silences both.
+  -q silences both. If perflockd is overloaded (its queue of new connections is
+  full), %[1]s tries to connect again and again for up to 30 s, saying after a
+  second that it waits; -t bounds that too, and counts it.
 
 EXIT STATUS
   CMD's status  CMD ran and exited
   128+N         CMD died of signal N, or %[1]s was cancelled by signal N while
                 waiting (130 for Ctrl-C)
   75            the lock was not obtained: busy with -n, or -t expired (-E changes it)
-  64            bad usage, or the daemon rejected the request as invalid
-  69            no perflockd reachable or startable, or it failed or cannot do
-                what was asked
+  64            bad usage (an empty value such as --socket "" included), or the
+                daemon rejected the request as invalid
+  69            no perflockd reachable or startable, or it is overloaded, failed
+                or cannot do what was asked
   126           CMD was found but cannot be executed
   127           CMD was not found (checked before waiting in line)
 
@@ -279,7 +285,10 @@ ENVIRONMENT
                    daemon's /run/perflock/perflock.sock if it exists, else a per-user
                    daemon at $XDG_RUNTIME_DIR/perflock/perflock.sock (or
                    /tmp/perflock-$UID/perflock.sock) that %[1]s starts on demand and
-                   that exits when idle; its log is perflockd.log beside the socket.`, name, governorManual(name)+runReportManual(name))
+                   that exits when idle; its log is perflockd.log beside the socket.
+                   A daemon is started on that per-user socket only: where no daemon
+                   listens at a socket named with --socket or PERFLOCK_SOCKET, %[1]s
+                   says so and exits 69.`, name, governorManual(name)+runReportManual(name))
 }
 
 // governorManual is perfrun's GOVERNOR section; pls has none. It and

@@ -49,18 +49,24 @@ job's owner or root may.`,
 		Annotations: map[string]string{"manual": `EXIT STATUS
   0   listed (or cancelled); --watch: ended by Ctrl-C, SIGTERM or SIGHUP
   1   --cancel: no such job
-  64  bad usage
-  69  no perflockd reachable or startable; --watch: perflockd refused the watch,
+  64  bad usage, an empty value included (--cancel "", --socket "")
+  69  no perflockd reachable or startable, or it is overloaded (its queue of new
+      connections stayed full for 30 s, or it refused the connection at its
+      connection limit); --watch: perflockd refused the watch,
       or speaks another protocol version after a restart
   77  --cancel: the job is someone else's
 
 ENVIRONMENT
   PERFLOCK_SOCKET  the daemon's socket, like --socket; otherwise the same discovery
                    as perfrun (a per-user daemon is started if none runs, and then
-                   lists nothing).`},
+                   lists nothing; never one on a socket named with --socket or
+                   PERFLOCK_SOCKET).`},
 		Args:                  cobra.NoArgs,
 		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := noEmptyValue(cmd, "socket", "cancel"); err != nil {
+				return err
+			}
 			if watch && cancel != "" {
 				return usageError{errors.New("--watch and --cancel do not go together")}
 			}
@@ -69,7 +75,7 @@ ENVIRONMENT
 				defer stop()
 				var err error
 				if f, ok := cmd.OutOrStdout().(*os.File); ok && !asJSON && runner.IsTerminal(f) {
-					err = runner.WatchTerminal(ctx, socket, f)
+					err = runner.WatchTerminal(ctx, socket, f, cmd.ErrOrStderr())
 				} else {
 					err = runner.WatchJSON(ctx, socket, cmd.OutOrStdout(), cmd.ErrOrStderr())
 				}
@@ -79,7 +85,7 @@ ENVIRONMENT
 				return nil
 			}
 			if cancel != "" {
-				err := runner.Cancel(cmd.Context(), socket, cancel)
+				err := runner.Cancel(cmd.Context(), socket, cancel, cmd.ErrOrStderr())
 				switch {
 				case errors.Is(err, runner.ErrDenied):
 					return exitError{runner.ExitDenied, err}
@@ -90,7 +96,7 @@ ENVIRONMENT
 				}
 				return nil
 			}
-			entries, err := runner.List(cmd.Context(), socket)
+			entries, err := runner.List(cmd.Context(), socket, cmd.ErrOrStderr())
 			if err != nil {
 				return exitError{runner.ExitUnavailable, err}
 			}
