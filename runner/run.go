@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/perflock/perflock/internal/cmdline"
 	"github.com/perflock/perflock/proto"
 )
 
@@ -398,7 +399,7 @@ func (j *job) drawStatus(what string, st WaitState) {
 	}
 	line := StatusLine(j.o.Program, what, st, time.Now())
 	if w := TerminalWidth(j.o.Stderr); w > 1 {
-		line = truncate(line, w-1)
+		line = cmdline.Truncate(line, w-1)
 	}
 	fmt.Fprint(j.o.Stderr, "\r\033[K"+line)
 	j.line = true

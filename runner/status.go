@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/perflock/perflock/internal/cmdline"
 	"github.com/perflock/perflock/proto"
 )
 
@@ -48,18 +49,6 @@ func printable(s string) string {
 	}, s)
 }
 
-// truncate cuts s to at most n runes, ending it with "…" when cut.
-func truncate(s string, n int) string {
-	if n <= 0 {
-		return ""
-	}
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
-}
-
 // describeHolder is "alice (exclusive: make bench) for 2m10s", the holding
 // time advanced by age (the time since the daemon reported it).
 func describeHolder(h proto.Holder, age time.Duration) string {
@@ -68,7 +57,7 @@ func describeHolder(h proto.Holder, age time.Duration) string {
 		mode += ", frozen"
 	}
 	held := time.Duration(h.HeldMS)*time.Millisecond + age
-	return fmt.Sprintf("%s (%s: %s) for %s", printable(h.User), mode, truncate(printable(h.Command), 40), HumanDuration(held))
+	return fmt.Sprintf("%s (%s: %s) for %s", printable(h.User), mode, cmdline.Truncate(printable(h.Command), 40), HumanDuration(held))
 }
 
 // describeHolders names up to max holders, then "and N more".

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/perflock/perflock/internal/cmdline"
 	"github.com/perflock/perflock/proto"
 )
 
@@ -66,28 +67,18 @@ func WriteTable(w io.Writer, entries []proto.Entry, width int) error {
 		for i := range last {
 			cell := r[i]
 			if i == whereCol {
-				cell = truncateStart(cell, widths[i])
+				cell = cmdline.TruncateStart(cell, widths[i])
 			}
 			b.WriteString(cell)
 			b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(cell)+2))
 		}
 		cmd := r[last]
 		if width > 0 {
-			cmd = truncate(cmd, max(width-prefix, 10))
+			cmd = cmdline.Truncate(cmd, max(width-prefix, 10))
 		}
 		b.WriteString(cmd)
 		b.WriteByte('\n')
 	}
 	_, err := fmt.Fprint(w, b.String())
 	return err
-}
-
-// truncateStart cuts s to at most n runes, keeping its end, starting it
-// with "…" when cut.
-func truncateStart(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n || n <= 0 {
-		return s
-	}
-	return "…" + string(r[len(r)-n+1:])
 }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/perflock/perflock/internal/cmdline"
 	"github.com/perflock/perflock/proto"
 )
 
@@ -48,9 +49,9 @@ func WatchHeader(s Snapshot, now time.Time, width int) string {
 	}
 	room := width - utf8.RuneCountInString(clock) - 2
 	if room < 10 {
-		return truncate(left, width)
+		return cmdline.Truncate(left, width)
 	}
-	left = truncate(left, room)
+	left = cmdline.Truncate(left, room)
 	return left + strings.Repeat(" ", width-utf8.RuneCountInString(left)-utf8.RuneCountInString(clock)) + clock
 }
 
@@ -82,7 +83,7 @@ func WatchScreen(s Snapshot, now time.Time, width, height int) []string {
 	}
 	if width > 0 {
 		for i, l := range lines {
-			lines[i] = truncate(l, width)
+			lines[i] = cmdline.Truncate(l, width)
 		}
 	}
 	return lines
