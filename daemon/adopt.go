@@ -38,8 +38,12 @@ func (s *server) adopt(ctx context.Context) error {
 		}
 		ev.Jobs = append(ev.Jobs, ad)
 	}
-	for t := range records { // of jobs that ended while no perflockd ran
-		os.Remove(s.recordPath(t))
+	for t, rec := range records {
+		if a, ok := s.adoptByProcess(t, rec); ok {
+			ev.Jobs = append(ev.Jobs, a)
+			continue
+		}
+		os.Remove(s.recordPath(t)) // a job that ended while no perflockd ran
 	}
 	pinned, perr := s.pinner.Adopt()
 	ev.Pin = core.PinLeft{Found: pinned, Err: perr}
@@ -66,6 +70,25 @@ func (s *server) adopt(ctx context.Context) error {
 		s.step(e)
 	}
 	return nil
+}
+
+// adoptByProcess adopts, from its record, a job without a cgroup whose
+// first process still runs.
+func (s *server) adoptByProcess(t lockq.Ticket, rec jobRecord) (core.Adopted, bool) {
+	if rec.PID <= 0 || rec.PIDStart == 0 {
+		return core.Adopted{}, false
+	}
+	r := s.coreRecord(t, rec)
+	if r == nil {
+		return core.Adopted{}, false
+	}
+	p, err := adoptProcess(rec.PID, rec.PIDStart)
+	if err != nil {
+		return core.Adopted{}, false
+	}
+	s.places[t] = &place{p: p}
+	return core.Adopted{Ticket: t, Shared: r.Mode.Kind == lockq.Shared, Process: true, PID: rec.PID,
+		UID: r.UID, User: r.User, Command: r.Command, Record: r}, true
 }
 
 // procOwner reads a process's real uid and command line, for listing an

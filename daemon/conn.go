@@ -294,9 +294,8 @@ func (c *conn) acquire(m proto.Msg) bool {
 		return false
 	}
 	if m.Ticket != 0 && !s.state.canRejoin(lockq.Ticket(m.Ticket), c.cred.Uid, m.Token) {
-		c.fail(proto.CodeInvalid, "cannot rejoin with ticket %d: not a ticket of this user from before perflockd restarted, or too late", m.Ticket)
-		c.drain()
-		return false
+		s.log.Warn("rejoin refused (a token not of this ticket and user): queued as a new request", "ticket", m.Ticket, "uid", c.cred.Uid, "pid", c.cred.Pid)
+		m.Ticket = 0
 	}
 	a := core.Acquire{
 		Conn: c.id, UID: c.cred.Uid, PID: int(c.cred.Pid), Mode: m.Mode, Resources: m.Resources,
@@ -308,6 +307,7 @@ func (c *conn) acquire(m proto.Msg) bool {
 	if gov != governor.None {
 		a.Governor = gov.String()
 	}
+	a.Within = c.within(m.Within)
 	c.nc.SetReadDeadline(time.Time{})
 	s.post(func() {
 		a.User, a.Now = s.userName(a.UID), s.now()
@@ -319,6 +319,20 @@ func (c *conn) acquire(m proto.Msg) bool {
 		s.step(a)
 	})
 	return true
+}
+
+// within is the job the client runs in: the one whose place holds it, or
+// the one it names (PERFLOCK_JOB).
+func (c *conn) within(named string) lockq.Ticket {
+	if cg, err := procCgroup(int(c.cred.Pid)); err == nil {
+		if t, ok := c.s.drv.JobOf(cg); ok {
+			return lockq.Ticket(t)
+		}
+	}
+	if _, t, ok := jobname.Parse(named); ok {
+		return lockq.Ticket(t)
+	}
+	return 0
 }
 
 // msDuration is a protocol's milliseconds as a Duration, saturated: a

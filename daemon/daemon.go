@@ -209,7 +209,11 @@ func open(ctx context.Context, cfg Config) (_ *server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := newServer(ctx, cfg, drv, st, hist)
+	rejoinable, err := loadWaiters(cfg.RunDir)
+	if err != nil {
+		cfg.Logger.Warn("the waiting requests of an earlier perflockd cannot be read: they queue anew", "err", err)
+	}
+	s := newServer(ctx, cfg, drv, st, hist, rejoinable)
 	s.ln, s.mln, s.unlock = ln, mln, unlock
 	undo = append(undo, func() { s.stop(); s.wg.Wait() })
 	// Before anything is granted: re-adopt what an earlier daemon left
@@ -227,8 +231,8 @@ func open(ctx context.Context, cfg Config) (_ *server, err error) {
 // lets go of the socket and waits for every goroutine.
 func (s *server) serve() error {
 	log := s.log
-	if st := s.state; st.started > 0 && st.waiters != 0 {
-		log.Info("restarted: waiting clients may rejoin before new requests are queued", "grace", rejoinGrace.String())
+	if n := len(s.core.Waiters()); n > 0 {
+		log.Info("restarted: waiting clients may rejoin before new requests are queued", "waiting", n, "grace", rejoinGrace.String())
 	}
 	log.Info("perflockd serving", "socket", s.ln.Addr().String(), "driver", s.drv.Name(), "policy", s.core.Policy().String(), "pid", os.Getpid())
 	if s.mln != nil {

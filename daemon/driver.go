@@ -27,6 +27,9 @@ type Driver interface {
 	// names, x-N and s-N, carry mode and ticket) and removes empty
 	// leftovers.
 	Adopt(ctx context.Context) ([]Adopted, error)
+	// JobOf is the ticket of the job whose place holds a process of cgroup
+	// (its cgroup2 path, as /proc/PID/cgroup reads "0::PATH"), if any.
+	JobOf(cgroup string) (uint64, bool)
 	// SharedCgroupDir is the cgroup directory all shared jobs live under,
 	// which a run report reads; an error says why there is none.
 	SharedCgroupDir(ctx context.Context) (string, error)

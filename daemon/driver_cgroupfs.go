@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/perflock/perflock/cgroup"
+	"github.com/perflock/perflock/internal/jobname"
 )
 
 // cgroupfsDriver places jobs in perflock's own cgroup2 subtree (package
@@ -78,6 +80,21 @@ func (d *cgroupfsDriver) Adopt(ctx context.Context) ([]Adopted, error) {
 		out = append(out, Adopted{Ticket: in.Job.ID(), Shared: in.Job.Kind() == cgroup.Shared, Placement: cgroupPlacement{in.Job}, PIDs: in.Pids})
 	}
 	return out, nil
+}
+
+// JobOf reads a job's ticket from a cgroup under the tree:
+// TREE/exclusive/x-N or TREE/shared/s-N, or below them.
+func (d *cgroupfsDriver) JobOf(cg string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(cg, d.tree.Path()+"/")
+	if !ok {
+		return 0, false
+	}
+	parts := strings.SplitN(rest, "/", 3)
+	if len(parts) < 2 || (parts[0] != "exclusive" && parts[0] != "shared") {
+		return 0, false
+	}
+	_, t, ok := jobname.Parse(parts[1])
+	return t, ok
 }
 
 func (d *cgroupfsDriver) SharedCgroupDir(context.Context) (string, error) {

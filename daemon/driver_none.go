@@ -27,6 +27,7 @@ func (noneDriver) Place(_ context.Context, _ JobSpec, pid int) (Placement, error
 func (noneDriver) SetSharedFrozen(context.Context, bool) error     { return errNoneFreeze }
 func (noneDriver) Adopt(context.Context) ([]Adopted, error)        { return nil, nil }
 func (noneDriver) SharedCgroupDir(context.Context) (string, error) { return "", errNoShared }
+func (noneDriver) JobOf(string) (uint64, bool)                     { return 0, false }
 func (noneDriver) Close() error                                    { return nil }
 func (nonePlacement) CgroupDir(context.Context) (string, error)    { return "", errNoCgroup }
 func (nonePlacement) EnforcesMaxRuntime() bool                     { return false }

@@ -178,6 +178,17 @@ func (d *systemdDriver) SharedCgroupDir(ctx context.Context) (string, error) {
 	return unitCgroupDir(ctx, d.conn.ControlGroup, SharedSlice)
 }
 
+// JobOf reads a job's ticket from a cgroup in one of its scopes:
+// /perflock.slice/perflock-exclusive.slice/perflock-x-N.scope, or below.
+func (d *systemdDriver) JobOf(cg string) (uint64, bool) {
+	parts := strings.Split(cg, "/")
+	if len(parts) < 4 || parts[1] != "perflock.slice" {
+		return 0, false
+	}
+	_, t, ok := jobname.ParseScope(parts[3])
+	return t, ok
+}
+
 // Adopt finds the scopes perflock-x-N.scope and perflock-s-N.scope.
 func (d *systemdDriver) Adopt(ctx context.Context) ([]Adopted, error) {
 	names, err := d.conn.ListUnits(ctx, "perflock-*.scope")

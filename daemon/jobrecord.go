@@ -17,15 +17,21 @@ import (
 
 // A job record keeps, for a running job, what a restarted perflockd cannot
 // read from the job's cgroup or unit name (which say only x or s and the
-// ticket): its mode with a group id, its resources, key, --governor, owner
-// command and runtime limit. It is written once the job is placed, as
-// RunDir/jobs/N.json, and removed with the lease.
+// ticket): its mode with a group id, its resources, key, --governor,
+// owner, command and runtime limit; and its first process, by which a job
+// without a cgroup (named locks, the none driver) is adopted. It is
+// written once the job is placed, as RunDir/jobs/N.json, and removed with
+// the lease.
 type jobRecord struct {
 	Mode        string   `json:"mode"`
 	Resources   []string `json:"resources"`
 	Preemptible bool     `json:"preemptible,omitempty"`
 	UID         uint32   `json:"uid"`
 	ClientPID   int      `json:"client_pid,omitempty"`
+	// PID and PIDStart name the job's first process (its start time in
+	// clock ticks since boot): a job without a cgroup is adopted by it.
+	PID      int    `json:"pid,omitempty"`
+	PIDStart uint64 `json:"pid_start,omitempty"`
 	Command     []string `json:"command,omitempty"`
 	Key         string   `json:"key,omitempty"`
 	Governor    string   `json:"governor,omitempty"`
@@ -45,6 +51,11 @@ func (s *server) saveRecord(t lockq.Ticket, rec core.Record) {
 	r := jobRecord{Mode: rec.Mode.String(), Resources: rec.Resources, Preemptible: rec.Preemptible, UID: rec.UID,
 		ClientPID: rec.ClientPID, Command: rec.Command, Key: rec.Key, Governor: rec.Governor,
 		MaxRuntimeMS: int64(rec.MaxRuntime / core.Millisecond), PlacedUnixMS: wall(rec.Placed).UnixMilli()}
+	if rec.PID > 0 {
+		if start, err := procStart(rec.PID); err == nil {
+			r.PID, r.PIDStart = rec.PID, start
+		}
+	}
 	b, err := json.Marshal(r)
 	if err == nil {
 		p := s.recordPath(t)
@@ -108,7 +119,7 @@ func (s *server) coreRecord(t lockq.Ticket, r jobRecord) *core.Record {
 		return nil
 	}
 	rec := &core.Record{Mode: mode, Resources: r.Resources, Preemptible: r.Preemptible, UID: r.UID,
-		User: s.userName(r.UID), ClientPID: r.ClientPID, Command: r.Command, Key: r.Key, Governor: r.Governor,
+		User: s.userName(r.UID), ClientPID: r.ClientPID, PID: r.PID, Command: r.Command, Key: r.Key, Governor: r.Governor,
 		MaxRuntime: msDuration(r.MaxRuntimeMS)}
 	if r.PlacedUnixMS > 0 {
 		rec.Placed = core.Time(r.PlacedUnixMS) * core.Time(core.Millisecond)

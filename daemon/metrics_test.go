@@ -100,7 +100,7 @@ func idleServer(t *testing.T, drv Driver, policy lockq.Policy) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newServer(context.Background(), Config{Policy: policy, MaxWaiting: 10, Logger: testLogger(t)}, drv, st, nil)
+	s := newServer(context.Background(), Config{Policy: policy, MaxWaiting: 10, Logger: testLogger(t)}, drv, st, nil, nil)
 	t.Cleanup(s.stop)
 	return s
 }

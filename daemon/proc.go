@@ -76,3 +76,18 @@ func parseStatus(b []byte) (procStatus, error) {
 	}
 	return st, nil
 }
+
+// procCgroup is a process's cgroup2 path, the "0::PATH" line of
+// /proc/PID/cgroup.
+func procCgroup(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", procRoot, pid))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("pid %d: no cgroup2 line in /proc/%d/cgroup", pid, pid)
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/perflock/perflock/daemon/core"
 	"github.com/perflock/perflock/governor"
+	"github.com/perflock/perflock/internal/atomicfile"
 	"github.com/perflock/perflock/lockq"
 	"github.com/perflock/perflock/proto"
 )
@@ -52,6 +54,8 @@ type server struct {
 	watchers   map[*conn]struct{}
 	watchDue   bool        // some watcher may need a listing
 	watchTimer *time.Timer // when a watcher's coalescing interval ends
+	// The waiting file: a rewrite is scheduled, or under way.
+	waitersDue, waitersWriting bool
 }
 
 // place is a placed (or adopted) job's place and what goes with it.
@@ -61,7 +65,7 @@ type place struct {
 	start     *runSample // a run report's first figures
 }
 
-func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *history) *server {
+func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *history, rejoinable map[lockq.Ticket]uint32) *server {
 	var obs Observer = nopObserver{}
 	if cfg.MetricsAddr != "" && cfg.Metrics != nil {
 		obs = cfg.Metrics
@@ -80,11 +84,11 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 	s.idleSince = s.base
 	now := s.now()
 	ccfg := core.Config{
-		Policy: cfg.Policy, CanFreeze: drv.CanFreeze(), Records: drv.Name() != "none",
+		Policy: cfg.Policy, CanFreeze: drv.CanFreeze(),
 		MaxWaiting: cfg.MaxWaiting, MaxExclusiveRuntime: core.Duration(cfg.MaxExclusiveRuntime),
-		TicketMark: st.started, RejoinMax: st.started, RejoinUntil: core.Add(now, core.Duration(rejoinWindow)),
+		TicketMark: st.started, Rejoinable: rejoinable, RejoinUntil: core.Add(now, core.Duration(rejoinWindow)),
 	}
-	if st.started > 0 && st.waiters != 0 {
+	if len(rejoinable) > 0 {
 		// Clients that waited on the earlier daemon reconnect and rejoin
 		// with their old tickets: new requests wait until they had time to.
 		ccfg.GraceUntil = core.Add(now, core.Duration(rejoinGrace))
@@ -125,6 +129,7 @@ func (s *server) step(e core.Event) {
 	if g := s.core.Gen(); g != s.gen {
 		s.gen = g
 		s.changed()
+		s.waitersChanged()
 	}
 }
 
@@ -201,7 +206,11 @@ func (s *server) setWake(t *time.Timer) {
 // but the jobs.
 func (s *server) shutdown() {
 	sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
-	if err := s.state.stop(s.core.Waiters()); err != nil {
+	waiters := s.core.Waiters()
+	if err := atomicfile.WriteFile(filepath.Join(s.cfg.RunDir, waitersFile), encodeWaiters(waiters), 0o600); err != nil {
+		s.log.Error("saving the waiting requests", "err", err)
+	}
+	if err := s.state.stop(len(waiters)); err != nil {
 		s.log.Error("saving state", "err", err)
 	}
 	s.stop()

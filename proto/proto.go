@@ -115,6 +115,11 @@ type Msg struct {
 	// or a percentage of the highest frequency such as "70%"; "" or
 	// "none" leaves it alone. Exclusive and group jobs of the machine only.
 	Governor string `json:"governor,omitempty"`
+	// Within (acquire) names the job the client runs in, if any: perfrun
+	// and pls set PERFLOCK_JOB in a job's environment and send it back from
+	// a client started inside the job. The daemon refuses a request that
+	// would wait for the job it comes from.
+	Within string `json:"within,omitempty"`
 
 	// queued, waiting, granted, busy; acquire when rejoining; cancel
 	Ticket uint64 `json:"ticket,omitempty"`
@@ -371,6 +376,11 @@ func (m *Msg) Validate() error {
 			}
 		} else if m.IfElapsedMS > 0 || m.Replace || m.ExpireAfterMS > 0 {
 			return bad("if_elapsed_ms, replace and expire_after_ms need a key")
+		}
+		if m.Within != "" {
+			if err := ValidName(m.Within); err != nil {
+				return bad("within: %v", err)
+			}
 		}
 		if !validGovernor(m.Governor) {
 			return bad("governor: at most %d of [a-z0-9%%]", MaxGovernorBytes)

@@ -64,8 +64,9 @@ type heldChild struct {
 
 // startHeld starts self as a held child that will exec path with argv,
 // sharing our stdio, environment, working directory and process group.
-// lease, when not nil, becomes the child's descriptor 5.
-func startHeld(self, path string, argv []string, stdin, stdout, stderr *os.File, lease *os.File) (*heldChild, error) {
+// lease, when not nil, becomes the child's descriptor 5; env, when not
+// nil, is its environment (and so the job's).
+func startHeld(self, path string, argv, env []string, stdin, stdout, stderr *os.File, lease *os.File) (*heldChild, error) {
 	goR, goW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -86,6 +87,7 @@ func startHeld(self, path string, argv []string, stdin, stdout, stderr *os.File,
 		Stdin:      stdin,
 		Stdout:     stdout,
 		Stderr:     stderr,
+		Env:        env,
 		ExtraFiles: extra,
 	}
 	err = cmd.Start()

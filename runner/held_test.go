@@ -17,7 +17,7 @@ func startTestHeld(t *testing.T, path string, argv []string, lease *os.File) *he
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := startHeld(self, path, argv, nil, os.Stdout, os.Stderr, lease)
+	h, err := startHeld(self, path, argv, nil, nil, os.Stdout, os.Stderr, lease)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,6 +82,11 @@ type Options struct {
 	Stdin, Stdout, Stderr *os.File
 }
 
+// EnvJob names, in a job's environment, the job it runs as ("x-42"): a
+// perfrun or pls started inside sends it back, and perflockd refuses a
+// request that would wait for the job it comes from.
+const EnvJob = "PERFLOCK_JOB"
+
 // localTimeoutGrace is how long after Options.Timeout the client gives up by
 // itself if the daemon has not said "expired".
 const localTimeoutGrace = time.Second
@@ -135,6 +140,7 @@ type job struct {
 	// daemon restarts while it waits.
 	ticket uint64
 	token  string
+	name   string // the job's name, once granted
 }
 
 // rejoinFor is how long a waiting client tries to reach a restarted daemon.
@@ -275,6 +281,7 @@ func (j *job) wait(ctx context.Context) (int, bool) {
 		ExpireAfterMS: timeoutMS(j.o.ExpireAfter),
 		Report:        j.o.Report != "",
 		Governor:      j.o.Governor,
+		Within:        os.Getenv(EnvJob),
 	}
 	if err := j.c.send(req); err != nil {
 		j.say("cannot send request to perflockd: %v", err)
@@ -336,6 +343,7 @@ func (j *job) wait(ctx context.Context) (int, bool) {
 					fmt.Fprintln(j.o.Stderr, StatusLine(j.o.Program, what, st, time.Now()))
 				}
 			case proto.TGranted:
+				j.name = m.Job
 				j.clearLine()
 				j.verbose("granted %s after %s", m.Job, HumanDuration(time.Since(start)))
 				return 0, true
@@ -423,7 +431,8 @@ func (j *job) runHeld(ctx context.Context, self, path string) int {
 			return ExitUnavailable
 		}
 	}
-	h, err := startHeld(self, path, j.argv, j.o.Stdin, j.o.Stdout, j.o.Stderr, lease)
+	env := append(os.Environ(), EnvJob+"="+j.name)
+	h, err := startHeld(self, path, j.argv, env, j.o.Stdin, j.o.Stdout, j.o.Stderr, lease)
 	if lease != nil {
 		lease.Close()
 	}

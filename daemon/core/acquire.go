@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/perflock/perflock/internal/jobname"
 	"github.com/perflock/perflock/lockq"
@@ -15,27 +16,80 @@ func (c *Core) acquire(a Acquire) {
 		c.fail(a.Conn, Invalid, "one acquire per connection")
 		return
 	}
-	rejoin := a.Rejoin != 0
-	if rejoin && (a.Now > c.cfg.RejoinUntil || a.Rejoin > c.cfg.RejoinMax) {
-		c.fail(a.Conn, Invalid, "cannot rejoin with ticket "+strconv.FormatUint(uint64(a.Rejoin), 10)+
-			": not a ticket of this user from before perflockd restarted, or too late")
+	if a.Rejoin != 0 {
+		if uid, ok := c.cfg.Rejoinable[a.Rejoin]; ok && uid == a.UID && a.Now <= c.cfg.RejoinUntil {
+			delete(c.cfg.Rejoinable, a.Rejoin) // once
+		} else {
+			// Not a ticket of this user that waited when the earlier daemon
+			// stopped, or too late: a new request, at the end of the line.
+			c.log(Warn, "rejoin refused: queued as a new request", "ticket", uint64(a.Rejoin), "uid", a.UID, "pid", a.PID)
+			a.Rejoin = 0
+		}
+	}
+	if a.Rejoin == 0 && c.cfg.GraceUntil != 0 && a.Now < c.cfg.GraceUntil {
+		c.park(a)
 		return
 	}
-	if !rejoin && c.cfg.GraceUntil != 0 && a.Now < c.cfg.GraceUntil {
-		c.parked = append(c.parked, a)
-		return
-	}
+	c.queue(a, 0)
+}
+
+// queue makes a's job and puts it in line, at ticket t when the request
+// was parked with one.
+func (c *Core) queue(a Acquire, t lockq.Ticket) {
 	j, ok := c.newJob(a)
 	if !ok {
 		return
 	}
-	if !rejoin && c.skip(j, a) {
+	if w := c.jobs[a.Within]; w != nil && w.phase.Holding() && overlaps(w.resources, j.resources) && !w.mode.Compatible(j.mode) {
+		c.log(Info, "refused: it would wait for the job it runs in", "within", w.name, "user", j.user, "pid", j.clientPID)
+		why := "this request comes from inside job " + w.name + " (" + w.mode.String() + " on " + strings.Join(w.resources, ",") +
+			"), which holds what it asks for: it would wait for itself for ever"
+		if w.preemptible {
+			why += " (a pls job is frozen while an exclusive job waits or runs)"
+		}
+		c.fail(a.Conn, Unavailable, why+"; run it outside that job")
 		return
 	}
-	if !rejoin && j.key != "" {
+	if a.Rejoin == 0 && c.skip(j, a) {
+		return
+	}
+	if a.Rejoin == 0 && j.key != "" {
 		c.supersede(j, a.Replace, a.ExpireAfter, a.Now)
 	}
-	c.enqueue(j, a)
+	if t != 0 {
+		a.Rejoin = t // at the ticket it was given when parked
+	}
+	c.enqueue(j, a, t != 0)
+}
+
+// parked is a new request held back during the rejoin grace; a blocking
+// one has its ticket already, and its client has heard it (with a token,
+// so that it can rejoin should the daemon restart again).
+type parked struct {
+	a      Acquire
+	ticket lockq.Ticket
+}
+
+func (c *Core) park(a Acquire) {
+	p := parked{a: a}
+	if !a.Nonblock {
+		p.ticket = c.q.Last() + 1
+		c.q.Reserve(p.ticket)
+		_, waiting := c.q.Len()
+		c.reply(Reply{Conn: a.Conn, Kind: SayQueued, Ticket: p.ticket, UID: a.UID, Position: waiting + len(c.parked) + 1})
+	}
+	c.parked = append(c.parked, p)
+}
+
+// unpark queues the parked requests once the grace is over.
+func (c *Core) unpark(now Time) {
+	c.cfg.GraceUntil = 0
+	parked := c.parked
+	c.parked = nil
+	for _, p := range parked {
+		p.a.Now = now
+		c.queue(p.a, p.ticket)
+	}
 }
 
 // newJob checks a request and makes its job, or answers why not.
@@ -74,8 +128,9 @@ func (c *Core) newJob(a Acquire) (*job, bool) {
 	return j, true
 }
 
-// enqueue puts j in line (or at its old place, rejoining), or answers busy.
-func (c *Core) enqueue(j *job, a Acquire) {
+// enqueue puts j in line (or at its old place, rejoining), or answers
+// busy. heard: its client was told its ticket when it was parked.
+func (c *Core) enqueue(j *job, a Acquire, heard bool) {
 	r := lockq.Request{Mode: j.mode, Resources: j.resources, Preemptible: j.preemptible}
 	if a.Timeout > 0 {
 		r.Deadline = Add(a.Now, a.Timeout)
@@ -107,7 +162,7 @@ func (c *Core) enqueue(j *job, a Acquire) {
 	c.byConn[a.Conn] = j
 	c.waiting[j.uid]++
 	c.changed()
-	if a.Rejoin != 0 {
+	if a.Rejoin != 0 && !heard {
 		c.log(Info, "rejoined", "job", j.name, "user", j.user, "pid", j.clientPID)
 	}
 	c.apply(acts, a.Now)
@@ -118,7 +173,11 @@ func (c *Core) enqueue(j *job, a Acquire) {
 		}
 		hs := c.holdersFor(j)
 		j.lastPos, j.lastHold = pos, holdersKey(hs)
-		c.reply(Reply{Conn: j.conn, Kind: SayQueued, Ticket: t, UID: j.uid, Position: pos, Holders: hs})
+		say := SayQueued
+		if heard {
+			say = SayWaiting
+		}
+		c.reply(Reply{Conn: j.conn, Kind: say, Ticket: t, UID: j.uid, Position: pos, Holders: hs})
 		c.log(Info, "waiting", "job", j.name, "user", j.user, "pid", j.clientPID, "mode", j.mode.String(), "position", pos)
 	}
 }
@@ -208,7 +267,7 @@ func (c *Core) cancel(e Cancel) {
 // closed: a connection is gone. Its request leaves the line, or its lease
 // ends once its job has no process left.
 func (c *Core) closed(e Closed) {
-	c.parked = slices.DeleteFunc(c.parked, func(a Acquire) bool { return a.Conn == e.Conn })
+	c.parked = slices.DeleteFunc(c.parked, func(p parked) bool { return p.a.Conn == e.Conn })
 	j := c.byConn[e.Conn]
 	if j == nil {
 		return

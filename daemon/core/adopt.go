@@ -100,8 +100,10 @@ func recordDisagrees(r *Record, a Adopted) string {
 	switch {
 	case (r.Mode.Kind == lockq.Shared) != a.Shared:
 		return "the record says " + r.Mode.String() + ", the driver's name " + map[bool]string{true: "shared", false: "exclusive"}[a.Shared]
-	case !slices.Contains(r.Resources, lockq.Machine):
-		return "the record's resources lack " + lockq.Machine
+	case len(r.Resources) == 0:
+		return "the record names no resource"
+	case !a.Process && !slices.Contains(r.Resources, lockq.Machine):
+		return "the record's resources lack " + lockq.Machine + ", yet the job has a cgroup"
 	case r.Preemptible && r.Mode.Kind != lockq.Shared:
 		return "the record makes a " + r.Mode.String() + " job preemptible"
 	}

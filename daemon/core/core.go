@@ -12,9 +12,6 @@ type Config struct {
 	Policy lockq.Policy
 	// CanFreeze: the driver can freeze the shared side.
 	CanFreeze bool
-	// Records: the driver's jobs are adopted after a restart, so placed
-	// jobs get a record.
-	Records bool
 	// MaxWaiting caps each user's waiting requests.
 	MaxWaiting int
 	// MaxExclusiveRuntime, when positive, caps every exclusive or group job.
@@ -25,11 +22,12 @@ type Config struct {
 	ThawRetry Duration
 	// TicketMark: every ticket from now on is larger (the earlier daemon's mark).
 	TicketMark lockq.Ticket
-	// GraceUntil, when set, parks new requests until then so that waiters
-	// of an earlier daemon rejoin first; RejoinUntil ends rejoining; a
-	// rejoin must name a ticket of at most RejoinMax.
+	// Rejoinable are the tickets (and their owners) of the requests that
+	// waited when an earlier daemon stopped: each may rejoin once, by its
+	// owner, until RejoinUntil. GraceUntil, when set, parks new requests
+	// until then so that those waiters rejoin first.
+	Rejoinable              map[lockq.Ticket]uint32
 	GraceUntil, RejoinUntil Time
-	RejoinMax               lockq.Ticket
 }
 
 // Core is the daemon's job lifecycle. One goroutine owns it and steps it.
@@ -39,7 +37,7 @@ type Core struct {
 	jobs    map[lockq.Ticket]*job
 	byConn  map[ConnID]*job
 	waiting map[uint32]int // waiting jobs per user (kept by setPhase)
-	parked  []Acquire      // new requests during the rejoin grace
+	parked  []parked       // new requests during the rejoin grace
 	frz     freezer
 	pin     pin
 	turn    turn
@@ -120,6 +118,9 @@ func (c *Core) NextWake() (Time, bool) {
 		earliest(j.stopAt)
 	}
 	earliest(c.cfg.GraceUntil)
+	if len(c.cfg.Rejoinable) > 0 {
+		earliest(c.cfg.RejoinUntil + 1)
+	}
 	earliest(c.frz.retryAt)
 	return at, at != 0
 }
@@ -134,11 +135,32 @@ func (c *Core) LastTicket() lockq.Ticket { return c.q.Last() }
 // Idle reports whether no job holds, waits or is parked.
 func (c *Core) Idle() bool { return len(c.jobs) == 0 && len(c.parked) == 0 }
 
-// Waiters is the number of requests that would rejoin after a restart:
-// those waiting and those parked.
-func (c *Core) Waiters() int {
-	_, n := c.q.Len()
-	return n + len(c.parked)
+// Waiter is a request that may rejoin after a restart, and its owner.
+type Waiter struct {
+	Ticket lockq.Ticket
+	UID    uint32
+}
+
+// Waiters lists the requests that would rejoin after a restart: those
+// waiting and those parked with a ticket, in ticket order, then those of an
+// earlier daemon that may rejoin still.
+func (c *Core) Waiters() []Waiter {
+	var out []Waiter
+	for _, t := range sortedKeys(c.jobs) {
+		if j := c.jobs[t]; j.phase == Waiting {
+			out = append(out, Waiter{t, j.uid})
+		}
+	}
+	for _, p := range c.parked {
+		if p.ticket != 0 {
+			out = append(out, Waiter{p.ticket, p.a.UID})
+		}
+	}
+	// Those of an earlier daemon that have yet to rejoin may still.
+	for _, t := range sortedKeys(c.cfg.Rejoinable) {
+		out = append(out, Waiter{t, c.cfg.Rejoinable[t]})
+	}
+	return out
 }
 
 // Policy is the policy in force (Drain where the driver cannot freeze).
@@ -177,13 +199,11 @@ func (c *Core) tick(now Time) {
 		}
 	}
 	if c.cfg.GraceUntil != 0 && now >= c.cfg.GraceUntil {
-		c.cfg.GraceUntil = 0
-		parked := c.parked
-		c.parked = nil
-		for _, a := range parked {
-			a.Now = now
-			c.acquire(a)
-		}
+		c.unpark(now)
+	}
+	if len(c.cfg.Rejoinable) > 0 && now > c.cfg.RejoinUntil {
+		c.cfg.Rejoinable = nil
+		c.changed()
 	}
 	if c.frz.retryAt != 0 && now >= c.frz.retryAt {
 		c.frz.retryAt = 0

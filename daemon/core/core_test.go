@@ -28,15 +28,15 @@ func TestALeaseEndsWhenTheClientIsGoneAndTheJobEmpty(t *testing.T) {
 	h.acquire(1, "exclusive", "c1:granted")
 	h.acquire(2, "exclusive", "c2:queued@1")
 	h.place(1, "place(x-1)")
-	h.placed(1, "c1:placed watch(x-1)")
+	h.placed(1, "save(x-1) c1:placed watch(x-1)")
 	h.step(Done{Conn: 1, Status: 0, Now: h.now}, "")
 	h.closed(1, "") // a killed client: the job still runs
 	h.phases("x-1:running x-2:waiting")
-	h.emptied(1, "end(x-1) c2:granted")
+	h.emptied(1, "drop(x-1) end(x-1) c2:granted")
 	h.place(2, "place(x-2)")
-	h.placed(2, "c2:placed watch(x-2)")
+	h.placed(2, "save(x-2) c2:placed watch(x-2)")
 	h.emptied(2, "") // the job ended; its client is still reading
-	h.closed(2, "end(x-2)")
+	h.closed(2, "drop(x-2) end(x-2)")
 	h.phases("")
 }
 
@@ -44,7 +44,7 @@ func TestSharedJobsAreFrozenForAnExclusiveOneAndThawedAfter(t *testing.T) {
 	h := freezing(t, Config{Policy: lockq.Freeze})
 	h.acquire(1, "shared pls", "c1:granted")
 	h.place(1, "place(s-1)")
-	h.placed(1, "c1:placed watch(s-1)")
+	h.placed(1, "save(s-1) c1:placed watch(s-1)")
 	h.acquire(2, "exclusive", "freeze c2:queued@1")
 	h.acquire(3, "shared pls", "c3:queued@2") // no barging past the exclusive one
 	h.froze("c1:frozen c2:granted")
@@ -57,13 +57,13 @@ func TestAFailedFreezeFallsBackToDraining(t *testing.T) {
 	h := freezing(t, Config{Policy: lockq.Freeze})
 	h.acquire(1, "shared pls", "c1:granted")
 	h.place(1, "place(s-1)")
-	h.placed(1, "c1:placed watch(s-1)")
+	h.placed(1, "save(s-1) c1:placed watch(s-1)")
 	h.acquire(2, "exclusive", "freeze c2:queued@1")
 	h.step(FreezerDone{Err: errors.New("the service manager said no"), Now: h.now}, "")
 	h.acquire(3, "shared pls", "c3:queued@2")
 	h.phases("s-1:running x-2:waiting s-3:waiting")
 	h.closed(1, "")
-	h.emptied(1, "end(s-1) c2:granted")
+	h.emptied(1, "drop(s-1) end(s-1) c2:granted")
 	h.closed(2, "c3:granted")
 }
 
@@ -95,8 +95,8 @@ func TestExclusivePlacementGoesBeforeWaitingSharedOnes(t *testing.T) {
 	h.froze("c1:frozen c2:frozen c3:frozen c4:granted")
 	h.place(4, "")
 	h.phases("s-1:placing* s-2:placing* s-3:place-queued* x-4:place-queued")
-	h.placed(1, "c1:placed watch(s-1) place(x-4)")
-	h.placed(2, "c2:placed watch(s-2) place(s-3)")
+	h.placed(1, "save(s-1) c1:placed watch(s-1) place(x-4)")
+	h.placed(2, "save(s-2) c2:placed watch(s-2) place(s-3)")
 }
 
 // Members of a group share one CPU pin: the first pins, the last to end
@@ -114,12 +114,12 @@ func TestAGroupSharesOneCPUPin(t *testing.T) {
 	h.closed(3, "")
 	h.step(PinDone{Now: h.now}, "place(x-1) place(x-2)")
 	h.phases("x-1:placing x-2:placing x-4:place-queued")
-	h.placed(1, "c1:placed watch(x-1) place(x-4)")
-	h.placed(2, "c2:placed watch(x-2)")
+	h.placed(1, "save(x-1) c1:placed watch(x-1) place(x-4)")
+	h.placed(2, "save(x-2) c2:placed watch(x-2)")
 	h.closed(1, "")
-	h.emptied(1, "end(x-1)")
+	h.emptied(1, "drop(x-1) end(x-1)")
 	h.closed(2, "")
-	h.emptied(2, "end(x-2) unpin")
+	h.emptied(2, "drop(x-2) end(x-2) unpin")
 	h.step(PinDone{Now: h.now}, "")
 	h.acquire(5, "exclusive", "c5:queued@1") // x-4 holds the machine still
 }
@@ -164,4 +164,22 @@ func TestAdoptedJobsKeepTheirPinOrRestoreIt(t *testing.T) {
 	h.acquire(1, "exclusive", "c1:granted")
 	h.place(1, "") // after the restore
 	h.step(PinDone{Now: h.now}, "place(x-1)")
+}
+
+// A huge runtime limit or timeout means "never", not a wrap into the past;
+// the daemon's cap still applies.
+func TestHugeDurationsSaturate(t *testing.T) {
+	h := newHarness(t, Config{MaxExclusiveRuntime: 3 * Second})
+	a := h.req(1, "exclusive")
+	a.MaxRuntime = Duration(1<<63 - 1)
+	h.step(a, "c1:granted")
+	b := h.req(2, "exclusive")
+	b.Timeout = Duration(1<<63 - 1)
+	h.step(b, "c2:queued@1")
+	h.place(1, "place(x-1)")
+	h.placed(1, "save(x-1) c1:placed watch(x-1)")
+	h.tick(2*Second, "")
+	h.tick(Second, "stop(x-1)")
+	h.tick(1000*Hour, "") // x-2 waits on
+	h.phases("x-1:running x-2:waiting")
 }

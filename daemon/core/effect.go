@@ -120,6 +120,7 @@ type Record struct {
 	UID         uint32
 	User        string // UID's name (not saved: the shell looks it up)
 	ClientPID   int
+	PID         int // the job's first process
 	Command     []string
 	Key         string
 	Governor    string

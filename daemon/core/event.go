@@ -1,6 +1,10 @@
 package core
 
-import "github.com/perflock/perflock/lockq"
+import (
+	"math"
+
+	"github.com/perflock/perflock/lockq"
+)
 
 // Time is a point on the shell's clock in nanoseconds: Unix time that
 // advances monotonically (the shell's start, read from the wall clock, plus
@@ -18,8 +22,14 @@ const (
 	Hour                 = 60 * Minute
 )
 
-// Add is t moved by d.
-func Add(t Time, d Duration) Time { return t + Time(d) }
+// Add is t moved by d, saturated: a client's huge duration means "never",
+// not a time in the past.
+func Add(t Time, d Duration) Time {
+	if d > 0 && t > Time(math.MaxInt64)-Time(d) {
+		return Time(math.MaxInt64)
+	}
+	return t + Time(d)
+}
 
 // Since is how long before now t was.
 func Since(t, now Time) Duration { return Duration(now - t) }
@@ -54,6 +64,9 @@ type Acquire struct {
 	Report      bool
 	Governor    string       // a canonical governor mode; "" for none
 	Rejoin      lockq.Ticket // a waiter of an earlier daemon rejoins with its ticket (token checked)
+	// Within is the job the client runs in, if any (found from its cgroup,
+	// or named by the client): a request that would wait for it is refused.
+	Within lockq.Ticket
 }
 
 // Place: the client asks to place its held child, pid (the shell checked it
@@ -126,10 +139,13 @@ type Adopt struct {
 	Now  Time
 }
 
-// Adopted is a running job a restarted daemon found.
+// Adopted is a running job a restarted daemon found: by its cgroup or
+// scope, whose name says x-N or s-N, or (Process) by its first process,
+// from its record, where it has no cgroup (named locks, the none driver).
 type Adopted struct {
-	Ticket lockq.Ticket
-	Shared bool   // its name says s-N
+	Ticket  lockq.Ticket
+	Shared  bool // its name (or record) says s-N
+	Process bool
 	Where  string // its cgroup or unit
 	// NativeMaxRuntime: the driver stops the job at its max runtime itself.
 	NativeMaxRuntime bool

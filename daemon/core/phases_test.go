@@ -44,30 +44,30 @@ func TestCancelAndClientLossInEveryPhase(t *testing.T) {
 		},
 	}, {
 		name:  "running",
-		setup: func(h *harness) { h.place(1, "pin(performance)"); h.pinned(); h.placed(1, "c1:placed watch(x-1)") },
+		setup: func(h *harness) { h.place(1, "pin(performance)"); h.pinned(); h.placed(1, "save(x-1) c1:placed watch(x-1)") },
 		phase: "x-1:running",
 		gone: func(h *harness) {
 			h.closed(1, "")
-			h.emptied(1, "end(x-1) unpin c2:granted")
+			h.emptied(1, "drop(x-1) end(x-1) unpin c2:granted")
 		},
 		cncl: func(h *harness) {
 			h.step(root(h, 1), "c1:cancelled stop(x-1) c9:cancelled!")
 			h.emptied(1, "")
-			h.closed(1, "end(x-1) unpin c2:granted")
+			h.closed(1, "drop(x-1) end(x-1) unpin c2:granted")
 		},
 	}, {
 		name: "empty",
 		setup: func(h *harness) {
 			h.place(1, "pin(performance)")
 			h.pinned()
-			h.placed(1, "c1:placed watch(x-1)")
+			h.placed(1, "save(x-1) c1:placed watch(x-1)")
 			h.emptied(1, "")
 		},
 		phase: "x-1:empty",
-		gone:  func(h *harness) { h.closed(1, "end(x-1) unpin c2:granted") },
+		gone:  func(h *harness) { h.closed(1, "drop(x-1) end(x-1) unpin c2:granted") },
 		cncl: func(h *harness) {
 			h.step(root(h, 1), "c1:cancelled stop(x-1) c9:cancelled!")
-			h.closed(1, "end(x-1) unpin c2:granted")
+			h.closed(1, "drop(x-1) end(x-1) unpin c2:granted")
 		},
 	}} {
 		for _, how := range []string{"gone", "cancelled"} {
@@ -104,21 +104,21 @@ func TestCancelAndClientLossWhilePlacing(t *testing.T) {
 	t.Run("place-queued/gone", func(t *testing.T) {
 		h := setup(t)
 		h.closed(1, "")
-		h.placed(2, "c2:placed watch(x-2)") // x-1 left the line: nothing more to place
+		h.placed(2, "save(x-2) c2:placed watch(x-2)") // x-1 left the line: nothing more to place
 		h.closed(2, "")
-		h.emptied(2, "end(x-2) c3:granted")
+		h.emptied(2, "drop(x-2) end(x-2) c3:granted")
 	})
 	t.Run("place-queued/cancelled", func(t *testing.T) {
 		h := setup(t)
 		h.step(Cancel{Conn: 9, User: "root", Ticket: 1, Now: h.now}, "c1:cancelled! c9:cancelled!")
 		h.closed(1, "")
-		h.placed(2, "c2:placed watch(x-2)")
+		h.placed(2, "save(x-2) c2:placed watch(x-2)")
 	})
 	t.Run("placing/gone", func(t *testing.T) {
 		h := setup(t)
 		h.closed(2, "") // the placement decides
-		h.placed(2, "watch(x-2) place(x-1)")
-		h.emptied(2, "end(x-2)")
+		h.placed(2, "save(x-2) watch(x-2) place(x-1)")
+		h.emptied(2, "drop(x-2) end(x-2)")
 	})
 	t.Run("placing/failed", func(t *testing.T) {
 		h := setup(t)

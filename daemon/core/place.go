@@ -109,10 +109,10 @@ func (c *Core) placeDone(e PlaceDone) {
 	if j.report != reportNone {
 		j.frozenAt = c.frozenShared()
 	}
-	if c.cfg.Records && !j.named() {
-		c.emit(SaveRecord{Ticket: j.ticket, Record: c.record(j)})
-		j.recorded = true
-	}
+	// A restarted daemon adopts the job whole: by its cgroup, or by its
+	// process where it has none.
+	c.emit(SaveRecord{Ticket: j.ticket, Record: c.record(j)})
+	j.recorded = true
 	c.reply(Reply{Conn: j.conn, Kind: SayPlaced, Where: e.Where})
 	c.log(Info, "running", "job", j.name, "pid", j.childPID, "where", e.Where)
 	c.emit(WatchEmpty{Ticket: j.ticket})
@@ -120,7 +120,7 @@ func (c *Core) placeDone(e PlaceDone) {
 
 func (c *Core) record(j *job) Record {
 	return Record{Mode: j.mode, Resources: j.resources, Preemptible: j.preemptible, UID: j.uid,
-		ClientPID: j.clientPID, Command: j.command, Key: j.key, Governor: j.gov,
+		ClientPID: j.clientPID, PID: j.childPID, Command: j.command, Key: j.key, Governor: j.gov,
 		MaxRuntime: j.maxRuntime, Placed: j.placedAt}
 }
 
