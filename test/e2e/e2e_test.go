@@ -253,6 +253,8 @@ func leaseOutlivesKilledPerfrun(t *testing.T, e *env) {
 	if code := e.exit(y); code != 0 {
 		t.Fatalf("perfrun Y exited %d: %s", code, y.stderr)
 	}
+	// Leave the daemon idle: in the systemd tier the next test shares it.
+	e.waitQueue("")
 }
 
 // -n and -t give up with 75 (or -E's code) and leave the queue as it was.
