@@ -157,12 +157,16 @@ func TestMaxExclusiveRuntimeCapsExclusiveJobs(t *testing.T) {
 // history survives a daemon restart.
 func TestIfElapsedSkipsRecentlyCompletedJobs(t *testing.T) {
 	e := newEnv(t, drivers()[0], "freeze")
+	// perfrun sends the job's status (which the history records) and hangs
+	// up without waiting for the daemon: the next run is sure to see the
+	// history only once the daemon has ended the lease, which comes after.
 	run := func(want int, args ...string) *proc {
 		t.Helper()
 		p := e.start("perfrun", append([]string{"--socket", e.sock}, args...))
 		if code := e.exit(p); code != want {
 			t.Fatalf("perfrun %v: exit %d, want %d; stderr %q", args, code, want, p.stderr)
 		}
+		e.waitQueue("")
 		return p
 	}
 	a := e.job("perfrun", "A", []string{"--key", "nightly", "--if-elapsed", "1h"})
@@ -171,6 +175,7 @@ func TestIfElapsedSkipsRecentlyCompletedJobs(t *testing.T) {
 	if code := e.exit(a); code != 0 {
 		t.Fatalf("first run: exit %d: %s", code, a.stderr)
 	}
+	e.waitQueue("")
 	// The job would exit 7 if it ran.
 	p := run(0, "--key", "nightly", "--if-elapsed", "1h", "--", "sh", "-c", "exit 7")
 	if got := p.stderr.String(); !strings.Contains(got, "perfrun: skipped: nightly last completed successfully ") || !strings.Contains(got, "(--if-elapsed 1h)") {

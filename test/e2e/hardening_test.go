@@ -229,9 +229,10 @@ func TestRestartedDaemonKeepsGroupResourcesAndKey(t *testing.T) {
 		t.Fatalf("C: exit %d: %s", code, c.stderr)
 	}
 	e.waitQueue("")
-	if left, _ := filepath.Glob(filepath.Join(e.dir, "jobs", "*.json")); len(left) > 0 {
-		t.Errorf("job records left behind: %v", left)
-	}
+	eventually(t, settleTime, "no job records left behind", func() (string, bool) {
+		left, _ := filepath.Glob(filepath.Join(e.dir, "jobs", "*.json"))
+		return fmt.Sprint(left), len(left) == 0
+	})
 }
 
 // Two daemons never drive the same jobs: a second perflockd asked for the

@@ -524,7 +524,7 @@ func (e *env) queue() string {
 // client's death), so polling with a deadline is the honest wait here.
 func (e *env) waitQueue(want string) {
 	e.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(settleTime)
 	for {
 		got := e.queue()
 		if got == want {
@@ -537,9 +537,35 @@ func (e *env) waitQueue(want string) {
 	}
 }
 
+// settleTime bounds how long a test waits for the daemon to catch up with an
+// event: generous, since the systemd tier runs under software emulation.
+const settleTime = 60 * time.Second
+
+// eventually calls f every 20 ms until it reports ok, for at most within,
+// and returns the value it reported last; past within it fails the test,
+// naming what it waited for and that last value. It is the way to read
+// state the daemon changes after an event the test sees first (a client's
+// exit is over before the daemon has heard of it): the status text,
+// listings, metrics, unit properties, cgroup files, the daemon's files.
+func eventually(t testing.TB, within time.Duration, what string, f func() (string, bool)) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		v, ok := f()
+		if ok {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s; last seen: %q", within, what, v)
+			return v
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (e *env) waitFor(what string, cond func() bool) {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), settleTime)
 	defer cancel()
 	for !cond() {
 		select {

@@ -122,9 +122,16 @@ func hasKey(s samples, k string) bool { _, ok := s[k]; return ok }
 // want (same label sets, same values).
 func expectFamilies(t *testing.T, got, want samples, names ...string) {
 	t.Helper()
+	for _, d := range familyDiffs(got, want, names...) {
+		t.Error(d)
+	}
+}
+
+// familyDiffs lists how the named families of got differ from want's.
+func familyDiffs(got, want samples, names ...string) []string {
+	var diffs []string
 	for _, name := range names {
 		g, w := got.family(name), want.family(name)
-		var diffs []string
 		for k, v := range w {
 			if gv, ok := g[k]; !ok || gv != v {
 				diffs = append(diffs, fmt.Sprintf("%s = %v (present %v), want %v", k, gv, ok, v))
@@ -135,11 +142,24 @@ func expectFamilies(t *testing.T, got, want samples, names ...string) {
 				diffs = append(diffs, fmt.Sprintf("unexpected %s = %v", k, v))
 			}
 		}
-		slices.Sort(diffs)
-		for _, d := range diffs {
-			t.Error(d)
-		}
 	}
+	slices.Sort(diffs)
+	return diffs
+}
+
+// waitFamilies scrapes until the named families read exactly as in want
+// and returns that scrape; after settleTime it fails the test with the
+// differences of the last one. The daemon counts some events (a client's
+// hang-up, a lease's end, a thaw) after the test has seen them happen.
+func (e *env) waitFamilies(scr func() samples, want samples, names ...string) samples {
+	e.t.Helper()
+	var last samples
+	eventually(e.t, settleTime, "the metrics "+strings.Join(names, ", "), func() (string, bool) {
+		last = scr()
+		d := familyDiffs(last, want, names...)
+		return strings.Join(d, "; "), len(d) == 0
+	})
+	return last
 }
 
 // queueSamples is perflock_queue_length with every mode and state, zero
@@ -240,8 +260,8 @@ func TestMetricsCountARealRun(t *testing.T) {
 	e.waitQueue("P:frozen X:running Y:waiting Z:waiting G:waiting W:waiting V:waiting")
 
 	// Seven clients hold connections; wholock's come and go.
-	mid := e.waitSample(scr, "perflock_connections_open", 7)
-	expectFamilies(t, mid, merge(
+	e.waitSample(scr, "perflock_connections_open", 7)
+	e.waitFamilies(scr, merge(
 		queueSamples(map[string]float64{"shared/frozen": 1, "exclusive/running": 1, "exclusive/waiting": 4, "group/waiting": 1}),
 		byMode("perflock_grants_total", 1, 1, 0),
 		byMode("perflock_busy_refusals_total", 1, 0, 0),
@@ -304,8 +324,8 @@ func TestMetricsCountARealRun(t *testing.T) {
 	}
 	e.waitQueue("")
 
-	end := e.waitSample(scr, "perflock_connections_open", 0)
-	expectFamilies(t, end, merge(
+	e.waitSample(scr, "perflock_connections_open", 0)
+	end := e.waitFamilies(scr, merge(
 		queueSamples(nil),
 		byMode("perflock_grants_total", 3, 1, 1),
 		byMode("perflock_wait_seconds_count", 3, 1, 1),
@@ -347,9 +367,7 @@ func TestMetricsCountARealRun(t *testing.T) {
 	for _, c := range stalled {
 		c.Close()
 	}
-	if v := scr()[`perflock_grants_total{mode="exclusive"}`]; v != 4 {
-		t.Fatalf("exclusive grants after the stalled scrapers left: %v, want 4", v)
-	}
+	e.waitSample(scr, `perflock_grants_total{mode="exclusive"}`, 4)
 }
 
 // perflockd refuses a --metrics address that is not loopback or a Unix
@@ -408,15 +426,13 @@ func TestMetricsOnLoopbackTCP(t *testing.T) {
 	}
 	e.waitQueue("")
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	got := scrape(t, client, "http://"+addr+"/metrics")
-	expectFamilies(t, got, merge(
+	scr := func() samples { return scrape(t, client, "http://"+addr+"/metrics") }
+	e.waitFamilies(scr, merge(
 		// The none driver cannot freeze: the policy falls back to drain.
 		samples{`perflock_daemon_info{driver="none",policy="drain"}`: 1},
 		byMode("perflock_grants_total", 1, 0, 0),
 	), "perflock_daemon_info", "perflock_grants_total")
-	if v := got[`perflock_job_exits_total{mode="exclusive",result="success"}`]; v != 1 {
-		t.Errorf("exclusive successes: %v, want 1", v)
-	}
+	e.waitSample(scr, `perflock_job_exits_total{mode="exclusive",result="success"}`, 1)
 	resp, err := client.Get("http://" + addr + "/other")
 	if err != nil {
 		t.Fatal(err)

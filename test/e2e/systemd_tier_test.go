@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -46,7 +47,7 @@ func newSystemEnv(t *testing.T) *env {
 	os.Chmod(filepath.Join(dir, "agents"), 0o777)
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := exec.Command("journalctl", "-u", "perflockd.service", "--no-pager", "-n", "80").CombinedOutput()
+			out, _ := exec.Command("journalctl", "-u", "perflockd*", "--no-pager", "-n", "150").CombinedOutput()
 			t.Logf("perflockd journal:\n%s", out)
 		}
 	})
@@ -92,6 +93,18 @@ func show(t *testing.T, unit, prop string) string {
 	return systemctl(t, "show", unit, "--value", "-p", prop)
 }
 
+// waitShow polls one property of a unit until it reads want, and fails the
+// test with the last value after settleTime. For what the daemon changes
+// after an event the test sees first: its StatusText (sent once a second),
+// a slice's FreezerState after a thaw that systemd completes on its own.
+func waitShow(t *testing.T, unit, prop, want string) {
+	t.Helper()
+	eventually(t, settleTime, fmt.Sprintf("%s %s=%q", unit, prop, want), func() (string, bool) {
+		v := show(t, unit, prop)
+		return v, v == want
+	})
+}
+
 // The first client starts perflockd through perflockd.socket.
 func TestSystemdSocketActivationByFirstClient(t *testing.T) {
 	e := newSystemEnv(t)
@@ -107,9 +120,9 @@ func TestSystemdSocketActivationByFirstClient(t *testing.T) {
 	if st := systemctl(t, "is-active", "perflockd.service"); st != "active" {
 		t.Fatalf("perflockd.service %s after the first client", st)
 	}
-	if d := show(t, "perflockd.service", "StatusText"); d != "idle" {
-		t.Errorf("perflockd StatusText %q, want idle", d)
-	}
+	// perflockd releases the job once its scope is empty, after perfrun
+	// has exited, and says so in its status at its next tick.
+	waitShow(t, "perflockd.service", "StatusText", "idle")
 }
 
 // An exclusive job runs in its own scope in perflock-exclusive.slice with
@@ -203,17 +216,19 @@ func TestSystemdPlsJobsOfAnotherUserFreezeWhilePerfrunRuns(t *testing.T) {
 	}
 	t.Logf("systemctl status perflockd:\n%s", systemctl(t, "status", "--no-pager", "perflockd.service"))
 	t.Logf("systemctl status perflock.slice:\n%s", systemctl(t, "status", "--no-pager", "perflock.slice"))
-	if st := show(t, "perflockd.service", "StatusText"); !strings.Contains(st, "1 exclusive running") || !strings.Contains(st, "1 shared frozen") {
-		t.Errorf("perflockd StatusText %q", st)
-	}
+	// The status follows the queue at the daemon's next tick.
+	eventually(t, settleTime, "perflockd's StatusText to tell of the running and the frozen job", func() (string, bool) {
+		st := show(t, "perflockd.service", "StatusText")
+		return st, strings.Contains(st, "1 exclusive running") && strings.Contains(st, "1 shared frozen")
+	})
 	e.finish("X", 0)
 	e.exit(x)
 	if !advances() {
 		t.Fatal("the pls job did not resume after perfrun")
 	}
-	if fs := show(t, "perflock-shared.slice", "FreezerState"); fs != "running" {
-		t.Errorf("perflock-shared.slice FreezerState=%s after perfrun", fs)
-	}
+	// The job counts as soon as its cgroup thaws; systemd's FreezerState
+	// follows when systemd has seen the thaw complete.
+	waitShow(t, "perflock-shared.slice", "FreezerState", "running")
 	e.finish("P", 0)
 	if code := e.exit(p); code != 0 {
 		t.Fatalf("pls exit %d: %s", code, p.stderr)
@@ -275,9 +290,7 @@ func TestSystemdRestartedDaemonReadoptsScopes(t *testing.T) {
 		t.Fatalf("perfrun A: exit %d: %s", code, a.stderr)
 	}
 	e.waitQueue("P:running")
-	if fs := show(t, "perflock-shared.slice", "FreezerState"); fs != "running" {
-		t.Errorf("perflock-shared.slice FreezerState=%s after the exclusive jobs", fs)
-	}
+	waitShow(t, "perflock-shared.slice", "FreezerState", "running")
 	e.finish("P", 0)
 	e.exit(p)
 	e.waitQueue("")
