@@ -30,11 +30,11 @@ type jobRecord struct {
 	ClientPID   int      `json:"client_pid,omitempty"`
 	// PID and PIDStart name the job's first process (its start time in
 	// clock ticks since boot): a job without a cgroup is adopted by it.
-	PID      int    `json:"pid,omitempty"`
-	PIDStart uint64 `json:"pid_start,omitempty"`
-	Command     []string `json:"command,omitempty"`
-	Key         string   `json:"key,omitempty"`
-	Governor    string   `json:"governor,omitempty"`
+	PID      int      `json:"pid,omitempty"`
+	PIDStart uint64   `json:"pid_start,omitempty"`
+	Command  []string `json:"command,omitempty"`
+	Key      string   `json:"key,omitempty"`
+	Governor string   `json:"governor,omitempty"`
 	// MaxRuntimeMS and PlacedUnixMS: the job is stopped at placed + max
 	// runtime, by a restarted daemon too.
 	MaxRuntimeMS int64 `json:"max_runtime_ms,omitempty"`

@@ -146,7 +146,7 @@ type Adopted struct {
 	Ticket  lockq.Ticket
 	Shared  bool // its name (or record) says s-N
 	Process bool
-	Where  string // its cgroup or unit
+	Where   string // its cgroup or unit
 	// NativeMaxRuntime: the driver stops the job at its max runtime itself.
 	NativeMaxRuntime bool
 	// From the job's first process, when the record says nothing.

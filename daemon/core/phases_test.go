@@ -43,8 +43,12 @@ func TestCancelAndClientLossInEveryPhase(t *testing.T) {
 			h.closed(1, "c2:granted")
 		},
 	}, {
-		name:  "running",
-		setup: func(h *harness) { h.place(1, "pin(performance)"); h.pinned(); h.placed(1, "save(x-1) c1:placed watch(x-1)") },
+		name: "running",
+		setup: func(h *harness) {
+			h.place(1, "pin(performance)")
+			h.pinned()
+			h.placed(1, "save(x-1) c1:placed watch(x-1)")
+		},
 		phase: "x-1:running",
 		gone: func(h *harness) {
 			h.closed(1, "")
