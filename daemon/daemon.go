@@ -205,12 +205,13 @@ func open(ctx context.Context, cfg Config) (_ *server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	hist, err := loadHistory(cfg.StateDir)
+	hist, err := loadHistory(cfg.StateDir, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
 	s := newServer(ctx, cfg, drv, st, hist)
 	s.ln, s.mln, s.unlock = ln, mln, unlock
+	s.goFn(func() { hist.run(s.ctx) }) // the history's writer; shutdown flushes what is left
 	undo = append(undo, func() { s.stop(); s.wg.Wait() })
 	// Before anything is granted: re-adopt what an earlier daemon left
 	// running, and keep frozen what must stay frozen.

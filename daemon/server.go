@@ -210,6 +210,7 @@ func (s *server) shutdown() {
 		c.nc.Close()
 	}
 	s.wg.Wait()
+	s.history.flush() // its writer has stopped: save what it had yet to
 	s.drv.Close()
 	s.unlock()
 	s.log.Info("perflockd stopped; jobs keep running", "jobs", len(s.places))
