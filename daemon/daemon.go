@@ -201,7 +201,7 @@ func open(ctx context.Context, cfg Config) (_ *server, err error) {
 	if cfg.GovernorState == "" {
 		cfg.GovernorState = filepath.Join(cfg.RunDir, "governor.json")
 	}
-	st, err := loadRunState(cfg.RunDir)
+	st, err := loadRunState(cfg.RunDir, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -84,22 +85,36 @@ func newHistory(path string, log *slog.Logger) *history {
 }
 
 // loadHistory reads the history in dir, creating dir if need be; a missing
-// file is an empty history.
+// file is an empty history. A file that is not the daemon's own
+// (readStateFile) or cannot be parsed is moved aside, to
+// history.json.bad-TIME, and the history starts empty, saying so.
 func loadHistory(dir string, log *slog.Logger) (*history, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("daemon: state directory: %w", err)
 	}
 	h := newHistory(filepath.Join(dir, historyFile), log)
-	b, err := os.ReadFile(h.path)
-	if errors.Is(err, os.ErrNotExist) {
+	b, err := readStateFile(h.path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return h, nil
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, errUntrusted) {
 		return nil, fmt.Errorf("daemon: history: %w", err)
 	}
 	var doc historyDoc
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("daemon: history %s: %w", h.path, err)
+	if err == nil {
+		if err = json.Unmarshal(b, &doc); err != nil {
+			err = fmt.Errorf("daemon: history %s cannot be parsed: %w", h.path, err)
+		}
+	}
+	if err != nil {
+		aside := h.path + ".bad-" + time.Now().UTC().Format("20060102T150405Z")
+		if rerr := os.Rename(h.path, aside); rerr != nil {
+			log.Warn("ignoring the history of keyed jobs, which cannot be moved aside: it starts empty, and replaces the file at the next keyed completion",
+				"why", err, "err", rerr)
+		} else {
+			log.Warn("moved the history of keyed jobs aside: it starts empty (--if-elapsed runs each key once more)", "why", err, "moved_to", aside)
+		}
+		return h, nil
 	}
 	h.load(doc, time.Now())
 	return h, nil

@@ -96,7 +96,7 @@ func TestMetricsUnixSocketIsMadeSafely(t *testing.T) {
 // idleServer is a server with no loop running: tests run one as they need.
 func idleServer(t *testing.T, drv Driver, policy lockq.Policy) *server {
 	t.Helper()
-	st, err := loadRunState(t.TempDir())
+	st, err := loadRunState(t.TempDir(), testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

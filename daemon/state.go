@@ -8,7 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
+	"log/slog"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,37 +38,48 @@ type runState struct {
 }
 
 // loadRunState reads (or creates) the state in dir and reserves tickets.
-func loadRunState(dir string) (*runState, error) {
+// It believes only files that are its own (readStateFile): a key that is
+// not is replaced by a fresh one, a ticket mark that is not is ignored;
+// either is logged.
+func loadRunState(dir string, log *slog.Logger) (*runState, error) {
 	st := &runState{dir: dir, waiters: 0}
-	key, err := os.ReadFile(filepath.Join(dir, "key"))
-	if errors.Is(err, os.ErrNotExist) {
-		key = make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, fmt.Errorf("daemon: state key: %w", err)
-		}
-		if err := atomicfile.WriteFile(filepath.Join(dir, "key"), key, 0o600); err != nil {
-			return nil, err
-		}
-	} else if err != nil {
+	keyPath := filepath.Join(dir, "key")
+	key, err := readStateFile(keyPath)
+	switch {
+	case err == nil && len(key) >= 16:
+		st.key = key
+	case err == nil:
+		log.Warn("the rejoin key is too short: making a new one; clients that waited on an earlier perflockd cannot rejoin their place", "file", keyPath)
+	case errors.Is(err, errUntrusted):
+		log.Warn("not using a rejoin key that is not perflockd's own: making a new one; clients that waited on an earlier perflockd cannot rejoin their place", "err", err)
+	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("daemon: state key: %w", err)
 	}
-	if len(key) < 16 {
-		return nil, fmt.Errorf("daemon: state key %s is too short", filepath.Join(dir, "key"))
+	if st.key == nil {
+		st.key = make([]byte, 32)
+		if _, err := rand.Read(st.key); err != nil {
+			return nil, fmt.Errorf("daemon: state key: %w", err)
+		}
+		if err := atomicfile.WriteFile(keyPath, st.key, 0o600); err != nil {
+			return nil, err
+		}
 	}
-	st.key = key
-	b, err := os.ReadFile(filepath.Join(dir, "tickets"))
+	ticketsPath := filepath.Join(dir, "tickets")
+	b, err := readStateFile(ticketsPath)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, errUntrusted):
+		log.Warn("ignoring a ticket mark that is not perflockd's own; clients that waited on an earlier perflockd cannot rejoin their place", "err", err)
 	case err != nil:
 		return nil, fmt.Errorf("daemon: state: %w", err)
 	default:
 		f := strings.Fields(string(b))
 		if len(f) != 2 {
-			return nil, fmt.Errorf("daemon: state %s: malformed", filepath.Join(dir, "tickets"))
+			return nil, fmt.Errorf("daemon: state %s: malformed", ticketsPath)
 		}
 		hw, err := strconv.ParseUint(f[0], 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("daemon: state %s: %w", filepath.Join(dir, "tickets"), err)
+			return nil, fmt.Errorf("daemon: state %s: %w", ticketsPath, err)
 		}
 		st.started = lockq.Ticket(hw)
 		if st.waiters, err = strconv.Atoi(f[1]); err != nil {
