@@ -205,10 +205,7 @@ func open(ctx context.Context, cfg Config) (_ *server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	hist, err := loadHistory(cfg.StateDir, cfg.Logger)
-	if err != nil {
-		return nil, err
-	}
+	hist := loadHistory(cfg.StateDir, cfg.Logger)
 	s := newServer(ctx, cfg, drv, st, hist)
 	s.ln, s.mln, s.unlock = ln, mln, unlock
 	s.goFn(func() { hist.run(s.ctx) }) // the history's writer; shutdown flushes what is left

@@ -84,21 +84,26 @@ func newHistory(path string, log *slog.Logger) *history {
 	}
 }
 
-// loadHistory reads the history in dir, creating dir if need be; a missing
-// file is an empty history. A file that is not the daemon's own
-// (readStateFile) or cannot be parsed is moved aside, to
-// history.json.bad-TIME, and the history starts empty, saying so.
-func loadHistory(dir string, log *slog.Logger) (*history, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("daemon: state directory: %w", err)
-	}
+// loadHistory reads the history in dir, creating dir if need be. It always
+// returns a history to serve with, saying what went wrong: a missing file
+// is an empty history; where dir cannot be made or the file cannot be
+// read, the history starts empty and is saved once it can be; a file that
+// is not the daemon's own (readStateFile) or cannot be parsed is moved
+// aside, to history.json.bad-TIME, and the history starts empty.
+func loadHistory(dir string, log *slog.Logger) *history {
 	h := newHistory(filepath.Join(dir, historyFile), log)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Warn("cannot make the state directory: the history of keyed jobs (--key, --if-elapsed) starts empty, kept in memory until it can be saved",
+			"dir", dir, "err", err)
+		return h
+	}
 	b, err := readStateFile(h.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return h, nil
+		return h
 	}
 	if err != nil && !errors.Is(err, errUntrusted) {
-		return nil, fmt.Errorf("daemon: history: %w", err)
+		log.Warn("cannot read the history of keyed jobs: it starts empty, and replaces the file at the next keyed completion", "err", err)
+		return h
 	}
 	var doc historyDoc
 	if err == nil {
@@ -114,10 +119,10 @@ func loadHistory(dir string, log *slog.Logger) (*history, error) {
 		} else {
 			log.Warn("moved the history of keyed jobs aside: it starts empty (--if-elapsed runs each key once more)", "why", err, "moved_to", aside)
 		}
-		return h, nil
+		return h
 	}
 	h.load(doc, time.Now())
-	return h, nil
+	return h
 }
 
 // load takes the entries of doc within the bounds: the newest first, until

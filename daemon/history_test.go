@@ -19,18 +19,12 @@ import (
 // than 30 days, and leaves no temporary file behind.
 func TestHistoryRecordsReloadsAndPrunes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	h, err := loadHistory(dir, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := loadHistory(dir, testLogger(t))
 	now := time.Now()
 	h.record(1000, "old", now.Add(-31*24*time.Hour))
 	h.record(1000, "nightly", now)
 	h.flush()
-	h2, err := loadHistory(dir, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h2 := loadHistory(dir, testLogger(t))
 	if last, ok := h2.lastSuccess(1000, "nightly"); !ok || last.UnixMilli() != now.UnixMilli() {
 		t.Errorf("nightly after reload: %v %v, want %v", last, ok, now)
 	}
@@ -53,10 +47,7 @@ func TestHistoryRecordsReloadsAndPrunes(t *testing.T) {
 // anyone's; a file written before the bounds is cut to them when loaded.
 func TestHistoryForgetsTheOldestBeyondItsBounds(t *testing.T) {
 	dir := t.TempDir()
-	h, err := loadHistory(dir, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := loadHistory(dir, testLogger(t))
 	base := time.Now().Add(-time.Hour)
 	at := func(i int) time.Time { return base.Add(time.Duration(i) * time.Millisecond) }
 	// One user: its oldest go.
@@ -99,10 +90,7 @@ func TestHistoryForgetsTheOldestBeyondItsBounds(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, historyFile), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h2, err := loadHistory(dir, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h2 := loadHistory(dir, testLogger(t))
 	if h2.n != historyMaxPerUser {
 		t.Errorf("loading %d keys of one user kept %d, want %d", historyMaxPerUser+5, h2.n, historyMaxPerUser)
 	}
@@ -119,9 +107,7 @@ func TestHistoryForgetsTheOldestBeyondItsBounds(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, historyFile), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if h2, err = loadHistory(dir, testLogger(t)); err != nil {
-		t.Fatal(err)
-	}
+	h2 = loadHistory(dir, testLogger(t))
 	if h2.n != historyMaxTotal {
 		t.Errorf("loading %d keys kept %d, want %d", len(doc.Completed), h2.n, historyMaxTotal)
 	}
@@ -307,10 +293,7 @@ func TestHistoryIsSavedWhenTheDaemonStops(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatal(err)
 	}
-	h, err := loadHistory(dir, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := loadHistory(dir, testLogger(t))
 	for _, k := range []string{"first", "second"} {
 		if _, ok := h.lastSuccess(uint32(os.Geteuid()), k); !ok {
 			t.Errorf("completion of %s not saved when the daemon stopped", k)
