@@ -86,6 +86,13 @@ func (s *server) adoptByProcess(t lockq.Ticket, rec jobRecord) (core.Adopted, bo
 	if err != nil {
 		return core.Adopted{}, false
 	}
+	// The record's owner must be the process's: a daemon never stops, nor
+	// holds a lock for, a process of another user on a record's word.
+	if uid, _, err := procOwner(rec.PID); err != nil || uid != r.UID {
+		s.log.Warn("not adopting a process its record does not own", "ticket", t, "pid", rec.PID, "record_uid", r.UID)
+		p.Remove()
+		return core.Adopted{}, false
+	}
 	s.places[t] = &place{p: p}
 	return core.Adopted{Ticket: t, Shared: r.Mode.Kind == lockq.Shared, Process: true, PID: rec.PID,
 		UID: r.UID, User: r.User, Command: r.Command, Record: r}, true

@@ -15,10 +15,11 @@
 // socket), server.go (the loop, connections' admission), effects.go (the
 // core's effects carried out), conn.go (one client), render.go (replies,
 // listings, the status line), driver*.go (where jobs run: none, cgroupfs,
-// systemd), adopt.go (jobs an earlier daemon left), jobrecord.go,
-// state.go, history.go (what outlives the process), governor.go (the CPU
-// frequency pin), report.go (run reports), watch.go (wholock --watch),
-// metrics.go.
+// systemd), adopt.go and process.go (jobs an earlier daemon left, by
+// their cgroups or their processes), jobrecord.go, state.go, waiters.go,
+// history.go (what outlives the process), statefile.go (which of those
+// files the daemon may believe), governor.go (the CPU frequency pin),
+// report.go (run reports), watch.go (wholock --watch), metrics.go.
 package daemon
 
 import (
@@ -201,20 +202,18 @@ func open(ctx context.Context, cfg Config) (_ *server, err error) {
 	if cfg.GovernorState == "" {
 		cfg.GovernorState = filepath.Join(cfg.RunDir, "governor.json")
 	}
-	st, err := loadRunState(cfg.RunDir)
+	st, err := loadRunState(cfg.RunDir, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
-	hist, err := loadHistory(cfg.StateDir)
-	if err != nil {
-		return nil, err
-	}
-	rejoinable, err := loadWaiters(cfg.RunDir)
+	hist := loadHistory(cfg.StateDir, cfg.Logger)
+	saved, _, err := loadWaiters(cfg.RunDir)
 	if err != nil {
 		cfg.Logger.Warn("the waiting requests of an earlier perflockd cannot be read: they queue anew", "err", err)
 	}
-	s := newServer(ctx, cfg, drv, st, hist, rejoinable)
+	s := newServer(ctx, cfg, drv, st, hist, saved)
 	s.ln, s.mln, s.unlock = ln, mln, unlock
+	s.goFn(func() { hist.run(s.ctx) }) // the history's writer; shutdown flushes what is left
 	undo = append(undo, func() { s.stop(); s.wg.Wait() })
 	// Before anything is granted: re-adopt what an earlier daemon left
 	// running, and keep frozen what must stay frozen.

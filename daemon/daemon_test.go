@@ -558,7 +558,7 @@ func TestPlacingAChildOfAnotherUserIsDenied(t *testing.T) {
 // Rejoining needs the token the daemon gave for that ticket and user, and a
 // ticket from before the restart.
 func TestRejoinNeedsTheTicketsToken(t *testing.T) {
-	st, err := loadRunState(t.TempDir())
+	st, err := loadRunState(t.TempDir(), testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -587,7 +587,7 @@ func TestRejoinNeedsTheTicketsToken(t *testing.T) {
 // restarted daemon never repeats one.
 func TestTicketMarkStaysAheadAcrossRestarts(t *testing.T) {
 	dir := t.TempDir()
-	st, err := loadRunState(dir)
+	st, err := loadRunState(dir, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -601,7 +601,7 @@ func TestTicketMarkStaysAheadAcrossRestarts(t *testing.T) {
 		}
 		// A crash now: what would a new daemon see? (It loads a copy: loading
 		// writes a new mark.)
-		again, err := loadRunState(copyState(t, dir))
+		again, err := loadRunState(copyState(t, dir), testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -615,7 +615,7 @@ func TestTicketMarkStaysAheadAcrossRestarts(t *testing.T) {
 	if err := st.stop(0); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := loadRunState(copyState(t, dir)); again.waiters != 0 {
+	if again, _ := loadRunState(copyState(t, dir), testLogger(t)); again.waiters != 0 {
 		t.Fatalf("a clean stop with none waiting reads as %d", again.waiters)
 	}
 }

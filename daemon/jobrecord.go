@@ -60,6 +60,9 @@ func (s *server) saveRecord(t lockq.Ticket, rec core.Record) {
 	if err == nil {
 		p := s.recordPath(t)
 		if err = os.MkdirAll(filepath.Dir(p), 0o700); err == nil {
+			err = checkOwnDir(filepath.Dir(p))
+		}
+		if err == nil {
 			err = atomicfile.WriteFile(p, b, 0o600)
 		}
 	}
@@ -79,6 +82,10 @@ func (s *server) dropRecord(t lockq.Ticket) {
 // that cannot be read is reported and skipped.
 func (s *server) loadRecords() map[lockq.Ticket]jobRecord {
 	dir := filepath.Join(s.cfg.RunDir, "jobs")
+	if err := checkOwnDir(dir); errors.Is(err, errUntrusted) {
+		s.log.Warn("not reading the job records of an earlier perflockd: their folder is not perflockd's own", "err", err)
+		return nil
+	}
 	es, err := os.ReadDir(dir)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -93,7 +100,12 @@ func (s *server) loadRecords() map[lockq.Ticket]jobRecord {
 			continue
 		}
 		var r jobRecord
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		b, err := readStateFile(filepath.Join(dir, e.Name()))
+		if errors.Is(err, errUntrusted) {
+			s.log.Warn("removing a job record that is not perflockd's own", "file", e.Name(), "err", err)
+			os.Remove(filepath.Join(dir, e.Name()))
+			continue
+		}
 		if err == nil {
 			err = json.Unmarshal(b, &r)
 		}

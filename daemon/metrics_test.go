@@ -96,11 +96,11 @@ func TestMetricsUnixSocketIsMadeSafely(t *testing.T) {
 // idleServer is a server with no loop running: tests run one as they need.
 func idleServer(t *testing.T, drv Driver, policy lockq.Policy) *server {
 	t.Helper()
-	st, err := loadRunState(t.TempDir())
+	st, err := loadRunState(t.TempDir(), testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newServer(context.Background(), Config{Policy: policy, MaxWaiting: 10, Logger: testLogger(t)}, drv, st, nil, nil)
+	s := newServer(context.Background(), Config{Policy: policy, MaxWaiting: 10, Logger: testLogger(t)}, drv, st, nil, savedWaiters{})
 	t.Cleanup(s.stop)
 	return s
 }

@@ -65,7 +65,7 @@ type place struct {
 	start     *runSample // a run report's first figures
 }
 
-func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *history, rejoinable map[lockq.Ticket]uint32) *server {
+func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *history, saved savedWaiters) *server {
 	var obs Observer = nopObserver{}
 	if cfg.MetricsAddr != "" && cfg.Metrics != nil {
 		obs = cfg.Metrics
@@ -86,9 +86,13 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 	ccfg := core.Config{
 		Policy: cfg.Policy, CanFreeze: drv.CanFreeze(),
 		MaxWaiting: cfg.MaxWaiting, MaxExclusiveRuntime: core.Duration(cfg.MaxExclusiveRuntime),
-		TicketMark: st.started, Rejoinable: rejoinable, RejoinUntil: core.Add(now, core.Duration(rejoinWindow)),
+		TicketMark: st.started, Rejoinable: saved.tickets, RejoinUntil: core.Add(now, core.Duration(rejoinWindow)),
+		RejoinAfter: st.started, // nothing is known to have waited that was not saved
 	}
-	if len(rejoinable) > 0 {
+	if saved.last > 0 && !saved.clean {
+		ccfg.RejoinAfter = min(saved.last, st.started) // a crash: newer tickets may have waited
+	}
+	if len(saved.tickets) > 0 || ccfg.RejoinAfter < st.started {
 		// Clients that waited on the earlier daemon reconnect and rejoin
 		// with their old tickets: new requests wait until they had time to.
 		ccfg.GraceUntil = core.Add(now, core.Duration(rejoinGrace))
@@ -207,7 +211,7 @@ func (s *server) setWake(t *time.Timer) {
 func (s *server) shutdown() {
 	sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
 	waiters := s.core.Waiters()
-	if err := atomicfile.WriteFile(filepath.Join(s.cfg.RunDir, waitersFile), encodeWaiters(waiters), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(s.cfg.RunDir, waitersFile), encodeWaiters(waiters, s.core.LastTicket(), true), 0o600); err != nil {
 		s.log.Error("saving the waiting requests", "err", err)
 	}
 	if err := s.state.stop(len(waiters)); err != nil {
@@ -219,6 +223,7 @@ func (s *server) shutdown() {
 		c.nc.Close()
 	}
 	s.wg.Wait()
+	s.history.flush() // its writer has stopped: save what it had yet to
 	s.drv.Close()
 	s.unlock()
 	s.log.Info("perflockd stopped; jobs keep running", "jobs", len(s.places))

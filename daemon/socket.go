@@ -3,6 +3,8 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,7 +26,7 @@ func openSocket(cfg Config) (ln *net.UnixListener, unlock func(), err error) {
 	if err := checkSocketDir(filepath.Dir(cfg.Socket)); err != nil {
 		return nil, nil, err
 	}
-	if unlock, err = lockInstance(cfg.Socket + ".lock"); err != nil {
+	if unlock, err = lockInstance(cfg.Socket+".lock", cfg.Logger); err != nil {
 		return nil, nil, err
 	}
 	if ln, err = listen(cfg.Socket, cfg.SocketMode); err != nil {
@@ -35,11 +37,36 @@ func openSocket(cfg Config) (ln *net.UnixListener, unlock func(), err error) {
 }
 
 // lockInstance takes an exclusive lock that lives as long as the daemon.
-func lockInstance(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: lock %s: %w", path, err)
+// A lock file that is not the daemon's own (see ownFile) could be another
+// user's, held to keep the daemon from starting: the daemon removes it and
+// makes its own, where it may (root, or the folder's owner, in a sticky
+// folder); where it may not, it refuses to start, saying why.
+func lockInstance(path string, log *slog.Logger) (func(), error) {
+	for tries := 0; ; tries++ {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			if err = ownFile(f); err == nil {
+				return lockFile(f, path)
+			}
+			f.Close()
+		} else if fi, lerr := os.Lstat(path); lerr != nil || own(path, fi, false) == nil {
+			return nil, fmt.Errorf("daemon: lock %s: %w", path, err)
+		} else {
+			err = ownInfo(path, fi) // a symlink, or a file others may keep this daemon from opening
+		}
+		if tries == 2 {
+			return nil, fmt.Errorf("daemon: lock %s: it is not perflockd's own, and it came back each time it was removed: %w", path, err)
+		}
+		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return nil, fmt.Errorf("daemon: the lock file %s is not perflockd's own, and this daemon may not remove it (%w): "+
+				"someone may be keeping perflockd from starting; have root remove it, or put the socket in a directory of your own: %w", path, rerr, err)
+		}
+		log.Warn("removed a lock file that was not perflockd's own", "why", err)
 	}
+}
+
+// lockFile locks f, the lock file at path, for as long as the daemon runs.
+func lockFile(f *os.File, path string) (func(), error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {

@@ -8,10 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
+	"log/slog"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/perflock/perflock/internal/atomicfile"
 	"github.com/perflock/perflock/lockq"
@@ -19,6 +21,13 @@ import (
 
 // ticketBlock is how many tickets the daemon reserves on disk at a time.
 const ticketBlock = 1024
+
+// stateRetry is how long the daemon waits before it tries again to save a
+// ticket mark or key that it could not save (a full or read-only folder).
+var stateRetry = 10 * time.Second
+
+// unsavedCost says what an unsaved ticket mark or key costs.
+const unsavedCost = "after a restart, clients waiting then cannot rejoin their place in line (their rejoin is refused), and job numbers may repeat"
 
 // runState is what outlives one daemon process, in the runtime directory
 // beside the socket:
@@ -28,75 +37,140 @@ const ticketBlock = 1024
 //     crash reads as "maybe some");
 //   - key: a secret for the tokens that let a waiting client rejoin with its
 //     old ticket, and only its own.
+//
+// Neither is needed to serve: where they cannot be saved (a full or
+// read-only folder), the daemon says what that costs, serves, and tries
+// again every stateRetry.
 type runState struct {
 	dir      string
+	log      *slog.Logger
 	key      []byte
 	started  lockq.Ticket // the high-water mark found at start
-	reserved lockq.Ticket
-	waiters  int // waiting at the last clean stop; -1: unknown (crash)
+	reserved lockq.Ticket // the mark to keep on disk
+	saved    lockq.Ticket // the mark on disk, as this daemon saved it; 0: none yet
+	keySaved bool
+	failed   time.Time // when saving last failed; zero while saving works
+	waiters  int       // waiting at the last clean stop; -1: unknown (crash)
 }
 
-// loadRunState reads (or creates) the state in dir and reserves tickets.
-func loadRunState(dir string) (*runState, error) {
-	st := &runState{dir: dir, waiters: 0}
-	key, err := os.ReadFile(filepath.Join(dir, "key"))
-	if errors.Is(err, os.ErrNotExist) {
-		key = make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, fmt.Errorf("daemon: state key: %w", err)
-		}
-		if err := atomicfile.WriteFile(filepath.Join(dir, "key"), key, 0o600); err != nil {
-			return nil, err
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("daemon: state key: %w", err)
-	}
-	if len(key) < 16 {
-		return nil, fmt.Errorf("daemon: state key %s is too short", filepath.Join(dir, "key"))
-	}
-	st.key = key
-	b, err := os.ReadFile(filepath.Join(dir, "tickets"))
+// loadRunState reads the state in dir, or makes it, and reserves tickets.
+// It believes only files that are its own (readStateFile): a key that is
+// not, or cannot be read, is replaced by a fresh one; a ticket mark that
+// is not, or cannot be read, is ignored. What it cannot save, it keeps in
+// memory and saves later (reserve). Each is logged; the error is only for
+// a key that cannot be made.
+func loadRunState(dir string, log *slog.Logger) (*runState, error) {
+	st := &runState{dir: dir, log: log}
+	keyPath := filepath.Join(dir, "key")
+	key, err := readStateFile(keyPath)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("daemon: state: %w", err)
+	case err == nil && len(key) >= 16:
+		st.key, st.keySaved = key, true
+	case err == nil:
+		log.Warn("the rejoin key is too short: making a new one; clients that waited on an earlier perflockd cannot rejoin their place", "file", keyPath)
+	case errors.Is(err, errUntrusted):
+		log.Warn("not using a rejoin key that is not perflockd's own: making a new one; clients that waited on an earlier perflockd cannot rejoin their place", "err", err)
+	case !errors.Is(err, fs.ErrNotExist):
+		log.Warn("cannot read the rejoin key: making a new one; clients that waited on an earlier perflockd cannot rejoin their place", "err", err)
+	}
+	if st.key == nil {
+		st.key = make([]byte, 32)
+		if _, err := rand.Read(st.key); err != nil {
+			return nil, fmt.Errorf("daemon: making a rejoin key: %w", err)
+		}
+	}
+	ticketsPath := filepath.Join(dir, "tickets")
+	b, err := readStateFile(ticketsPath)
+	if err == nil {
+		err = st.parseTickets(b)
+	}
+	switch {
+	case err == nil, errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, errUntrusted):
+		log.Warn("ignoring a ticket mark that is not perflockd's own; clients that waited on an earlier perflockd cannot rejoin their place", "err", err)
 	default:
-		f := strings.Fields(string(b))
-		if len(f) != 2 {
-			return nil, fmt.Errorf("daemon: state %s: malformed", filepath.Join(dir, "tickets"))
-		}
-		hw, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("daemon: state %s: %w", filepath.Join(dir, "tickets"), err)
-		}
-		st.started = lockq.Ticket(hw)
-		if st.waiters, err = strconv.Atoi(f[1]); err != nil {
-			st.waiters = -1
-		}
+		log.Warn("ignoring a ticket mark that cannot be read; clients that waited on an earlier perflockd cannot rejoin their place", "err", err)
 	}
 	if err := st.reserve(st.started); err != nil {
-		return nil, err
+		log.Warn("serving without saving the ticket mark or rejoin key", "err", err)
 	}
 	return st, nil
 }
 
+// parseTickets reads the tickets file's "MARK WAITERS".
+func (st *runState) parseTickets(b []byte) error {
+	path := filepath.Join(st.dir, "tickets")
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return fmt.Errorf("daemon: state %s: malformed", path)
+	}
+	hw, err := strconv.ParseUint(f[0], 10, 64)
+	if err != nil {
+		return fmt.Errorf("daemon: state %s: %w", path, err)
+	}
+	st.started = lockq.Ticket(hw)
+	if st.waiters, err = strconv.Atoi(f[1]); err != nil {
+		st.waiters = -1
+	}
+	return nil
+}
+
 // reserve keeps the mark on disk ahead of last, the last ticket handed out:
-// it extends it by a block once less than half a block is left.
+// it extends it by a block once less than half a block is left. Where
+// saving fails, it tries again every stateRetry; the error is only for the
+// first failure of a run of them (the cost said), and the save that ends
+// them is logged.
 func (st *runState) reserve(last lockq.Ticket) error {
-	if last+ticketBlock/2 < st.reserved {
+	if last+ticketBlock/2 >= st.reserved {
+		st.reserved = last + ticketBlock
+	}
+	if st.saved == st.reserved && st.keySaved {
 		return nil
 	}
-	st.reserved = last + ticketBlock
-	return st.write(st.reserved, "-")
+	if !st.failed.IsZero() && time.Since(st.failed) < stateRetry {
+		return nil
+	}
+	first := st.failed.IsZero()
+	if err := st.save("-"); err != nil {
+		if first {
+			return err
+		}
+		return nil
+	}
+	if !first {
+		st.log.Info("saved the ticket mark and rejoin key again", "dir", st.dir)
+	}
+	return nil
 }
 
 // stop records a clean stop with n requests waiting.
 func (st *runState) stop(n int) error {
-	return st.write(st.reserved, strconv.Itoa(n))
+	return st.save(strconv.Itoa(n))
 }
 
-func (st *runState) write(hw lockq.Ticket, waiters string) error {
-	return atomicfile.WriteFile(filepath.Join(st.dir, "tickets"), []byte(fmt.Sprintf("%d %s\n", hw, waiters)), 0o600)
+// save writes the key, unless saved, and the mark with waiters. A failure
+// says what it costs.
+func (st *runState) save(waiters string) error {
+	var errs []error
+	if !st.keySaved {
+		if err := atomicfile.WriteFile(filepath.Join(st.dir, "key"), st.key, 0o600); err != nil {
+			errs = append(errs, err)
+		} else {
+			st.keySaved = true
+		}
+	}
+	err := atomicfile.WriteFile(filepath.Join(st.dir, "tickets"), []byte(fmt.Sprintf("%d %s\n", st.reserved, waiters)), 0o600)
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		st.saved = st.reserved
+	}
+	if len(errs) > 0 {
+		st.failed = time.Now()
+		return fmt.Errorf("daemon: cannot save the ticket mark or rejoin key (%w): %s; trying again every %v", errors.Join(errs...), unsavedCost, stateRetry)
+	}
+	st.failed = time.Time{}
+	return nil
 }
 
 // token is the secret a waiting client keeps to rejoin with ticket t.

@@ -471,3 +471,23 @@ func TestMode(t *testing.T) {
 		t.Errorf("Mode after Restore: %v", m)
 	}
 }
+
+// A state file that is not the daemon's own is not believed: its settings
+// are never written to the CPUs.
+func TestForeignStateFileIsNotBelieved(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a file of another user")
+	}
+	f := newFake(t, 2, "")
+	if err := New(f.root, f.state).Set(context.Background(), Performance); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(f.state, 65534, 65534)
+	p := New(f.root, f.state)
+	if found, err := p.RestoreLeftover(); !errors.Is(err, ErrState) || !found {
+		t.Fatalf("RestoreLeftover of a file of uid 65534: %v, %v; want ErrState", found, err)
+	}
+	if found, err := p.Adopt(); !errors.Is(err, ErrState) || !found {
+		t.Fatalf("Adopt of a file of uid 65534: %v, %v; want ErrState", found, err)
+	}
+}

@@ -17,8 +17,9 @@ func (c *Core) acquire(a Acquire) {
 		return
 	}
 	if a.Rejoin != 0 {
-		if uid, ok := c.cfg.Rejoinable[a.Rejoin]; ok && uid == a.UID && a.Now <= c.cfg.RejoinUntil {
+		if c.mayRejoin(a) {
 			delete(c.cfg.Rejoinable, a.Rejoin) // once
+			c.rejoined[a.Rejoin] = true
 		} else {
 			// Not a ticket of this user that waited when the earlier daemon
 			// stopped, or too late: a new request, at the end of the line.
@@ -31,6 +32,21 @@ func (c *Core) acquire(a Acquire) {
 		return
 	}
 	c.queue(a, 0)
+}
+
+// mayRejoin: a's ticket waited when the earlier daemon stopped (or was
+// handed out after it last saved its waiters), is its user's, and has not
+// rejoined yet.
+func (c *Core) mayRejoin(a Acquire) bool {
+	t := a.Rejoin
+	switch {
+	case a.Now > c.cfg.RejoinUntil || c.rejoined[t]:
+		return false
+	case t > c.cfg.RejoinAfter && t <= c.cfg.TicketMark:
+		return true
+	}
+	uid, ok := c.cfg.Rejoinable[t]
+	return ok && uid == a.UID
 }
 
 // queue makes a's job and puts it in line, at ticket t when the request

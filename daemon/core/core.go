@@ -28,6 +28,10 @@ type Config struct {
 	// until then so that those waiters rejoin first.
 	Rejoinable              map[lockq.Ticket]uint32
 	GraceUntil, RejoinUntil Time
+	// RejoinAfter: the tickets above it, up to TicketMark, were handed out
+	// after the earlier daemon last saved its waiters (it crashed): each
+	// may rejoin once too (its token names its owner).
+	RejoinAfter lockq.Ticket
 }
 
 // Core is the daemon's job lifecycle. One goroutine owns it and steps it.
@@ -43,6 +47,8 @@ type Core struct {
 	turn    turn
 	// limits: the running jobs the core stops at their max runtime.
 	limits map[lockq.Ticket]*job
+	// rejoined: tickets above RejoinAfter that have rejoined.
+	rejoined map[lockq.Ticket]bool
 	gen    uint64 // counts changes a listing would show
 	dirty  bool   // waiters may need to hear of their place
 	out    []Effect
@@ -62,7 +68,7 @@ func New(cfg Config) *Core {
 	c := &Core{
 		cfg: cfg, q: lockq.New(cfg.Policy),
 		jobs: map[lockq.Ticket]*job{}, byConn: map[ConnID]*job{}, waiting: map[uint32]int{},
-		limits: map[lockq.Ticket]*job{},
+		limits: map[lockq.Ticket]*job{}, rejoined: map[lockq.Ticket]bool{},
 		pin:    pin{users: map[lockq.Ticket]bool{}},
 	}
 	c.q.Reserve(cfg.TicketMark)

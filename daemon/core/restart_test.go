@@ -11,7 +11,7 @@ import (
 // owner, and only a ticket that waited may.
 func TestWaitersRejoinOnceAndFirst(t *testing.T) {
 	h := newHarness(t, Config{
-		TicketMark: 20, Rejoinable: map[lockq.Ticket]uint32{12: 1000, 15: 1000},
+		TicketMark: 20, RejoinAfter: 20, Rejoinable: map[lockq.Ticket]uint32{12: 1000, 15: 1000},
 		GraceUntil: t0 + Time(3*Second), RejoinUntil: t0 + Time(Minute),
 	})
 	h.step(Adopt{Jobs: []Adopted{{Ticket: 10, Where: "cg/x-10"}}, Now: h.now}, "watch(x-10)")
@@ -35,7 +35,7 @@ func TestWaitersRejoinOnceAndFirst(t *testing.T) {
 }
 
 func TestARejoinOfAnotherUsersTicketOrTooLateIsANewRequest(t *testing.T) {
-	h := newHarness(t, Config{TicketMark: 20, Rejoinable: map[lockq.Ticket]uint32{12: 1000}, RejoinUntil: t0 + Time(Minute)})
+	h := newHarness(t, Config{TicketMark: 20, RejoinAfter: 20, Rejoinable: map[lockq.Ticket]uint32{12: 1000}, RejoinUntil: t0 + Time(Minute)})
 	a := h.req(1, "exclusive")
 	a.Rejoin, a.UID = 12, 1001
 	h.step(a, "c1:granted") // a new request: ticket 21
@@ -100,4 +100,23 @@ func TestARecordThatDisagreesIsIgnored(t *testing.T) {
 	if v := h.c.Jobs(); len(v) != 2 || v[1].Resources[0] != "cpu" {
 		t.Fatalf("adopted %+v: a job with a cgroup holds the machine", v)
 	}
+}
+
+// After a crash, the tickets handed out after the waiters were last saved
+// may rejoin once each; older ones only if saved as waiting.
+func TestTicketsNewerThanTheSavedWaitersMayRejoinOnce(t *testing.T) {
+	h := newHarness(t, Config{TicketMark: 1024, RejoinAfter: 30, Rejoinable: map[lockq.Ticket]uint32{29: 1000},
+		RejoinUntil: t0 + Time(Minute)})
+	h.acquire(1, "exclusive", "c1:granted") // ticket 1025
+	rejoin := func(conn ConnID, t lockq.Ticket, want string) {
+		h.t.Helper()
+		a := h.req(conn, "exclusive")
+		a.Rejoin = t
+		h.step(a, want)
+	}
+	rejoin(2, 31, "c2:queued@1")
+	rejoin(3, 29, "c3:queued@1")
+	rejoin(4, 31, "c4:queued@3") // again: a new request
+	rejoin(5, 28, "c5:queued@4") // granted before the save: a new request
+	h.phases("x-1025:granted x-29:waiting x-31:waiting x-1026:waiting x-1027:waiting")
 }
