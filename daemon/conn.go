@@ -189,6 +189,7 @@ func (c *conn) kill() {
 // read runs the conversation's reading side: handshake and request here,
 // everything that touches shared state through the loop.
 func (c *conn) read() {
+	c.s.post(func() { c.s.conns[c.id] = c }) // first: whatever it posts next finds it
 	defer func() {
 		c.stopOnClose()
 		c.kill()

@@ -213,6 +213,9 @@ func open(ctx context.Context, cfg Config) (_ *server, err error) {
 	}
 	s := newServer(ctx, cfg, drv, st, hist, saved)
 	s.ln, s.mln, s.unlock = ln, mln, unlock
+	if cfg.Listener == nil {
+		s.sockID = idOf(cfg.Socket)
+	}
 	s.goFn(func() { hist.run(s.ctx) }) // the history's writer; shutdown flushes what is left
 	undo = append(undo, func() { s.stop(); s.wg.Wait() })
 	// Before anything is granted: re-adopt what an earlier daemon left

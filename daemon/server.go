@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"os/user"
@@ -18,7 +17,6 @@ import (
 	"github.com/perflock/perflock/governor"
 	"github.com/perflock/perflock/internal/atomicfile"
 	"github.com/perflock/perflock/lockq"
-	"github.com/perflock/perflock/proto"
 )
 
 // server is the shell around the core. Loop-owned fields are touched only
@@ -38,13 +36,14 @@ type server struct {
 	ln     *net.UnixListener
 	mln    net.Listener
 	unlock func()
+	sockID socketID // the socket file made, zero with socket activation
 	connID atomic.Uint64
+	adm    admission // the accept goroutine's: open connections per user
 
 	// Loop-owned.
 	core       *core.Core
 	history    *history
 	conns      map[core.ConnID]*conn
-	connsBy    map[uint32]int // open connections per uid
 	users      map[uint32]string
 	places     map[lockq.Ticket]*place
 	pending    []core.Event // follow-ups of the effects being carried out
@@ -72,10 +71,10 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 	}
 	s := &server{
 		cfg: cfg, log: cfg.Logger, drv: drv, base: time.Now(), obs: obs, state: st, history: hist,
-		events:  make(chan func(), 256),
-		pinner:  governor.New(cfg.CpufreqRoot, cfg.GovernorState),
-		conns:   map[core.ConnID]*conn{},
-		connsBy: map[uint32]int{}, users: map[uint32]string{},
+		events: make(chan func(), 256),
+		pinner: governor.New(cfg.CpufreqRoot, cfg.GovernorState),
+		conns:  map[core.ConnID]*conn{},
+		users:  map[uint32]string{}, adm: admission{by: map[uint32]int{}},
 		places: map[lockq.Ticket]*place{}, watchers: map[*conn]struct{}{},
 		watchTimer: time.NewTimer(time.Hour),
 	}
@@ -181,6 +180,9 @@ func (s *server) loop() error {
 		case <-status.C:
 			s.step(core.Tick{Now: s.now()})
 			s.notifyStatus()
+			if err := s.checkSocket(); err != nil {
+				return err
+			}
 		case now := <-idle:
 			if len(s.conns) == 0 && s.core.Idle() && now.Sub(s.idleSince) >= s.cfg.IdleExit {
 				s.log.Info("idle, exiting", "after", s.cfg.IdleExit.String())
@@ -229,53 +231,13 @@ func (s *server) shutdown() {
 	s.log.Info("perflockd stopped; jobs keep running", "jobs", len(s.places))
 }
 
-func (s *server) accept() {
-	for {
-		nc, err := s.ln.AcceptUnix()
-		if err != nil {
-			if s.ctx.Err() == nil {
-				s.log.Error("accept failed; no new connections", "err", err)
-			}
-			return
-		}
-		cred, err := peerCred(nc)
-		if err != nil {
-			s.log.Warn("connection without peer credentials", "err", err)
-			nc.Close()
-			continue
-		}
-		c := newConn(s, core.ConnID(s.connID.Add(1)), nc, cred)
-		s.post(func() { s.register(c) })
-	}
-}
-
-// register admits a connection within the limits and starts its reader;
-// over a limit it answers "limit" and closes.
-func (s *server) register(c *conn) {
-	uid := c.cred.Uid
-	if len(s.conns) >= s.cfg.MaxConns || s.connsBy[uid] >= s.cfg.MaxConnsPerUser {
-		s.log.Warn("connection refused: limit reached", "uid", uid, "conns", len(s.conns), "of_user", s.connsBy[uid])
-		c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-		proto.Write(c.nc, proto.Msg{Type: proto.TError, Code: proto.CodeLimit,
-			Message: fmt.Sprintf("perflockd has too many connections (%d open, %d of this user): try again later", len(s.conns), s.connsBy[uid])})
-		c.stopOnClose()
-		c.nc.Close()
-		return
-	}
-	s.conns[c.id] = c
-	s.connsBy[uid]++
-	s.goFn(c.read) // the writer starts when there is something to write
-}
-
 // closed forgets a connection; the core hears that its client is gone.
 func (s *server) closed(c *conn) {
 	if s.conns[c.id] != c {
 		return
 	}
 	delete(s.conns, c.id)
-	if s.connsBy[c.cred.Uid]--; s.connsBy[c.cred.Uid] <= 0 {
-		delete(s.connsBy, c.cred.Uid)
-	}
+	s.adm.leave(c.cred.Uid)
 	s.unwatch(c)
 	s.step(core.Closed{Conn: c.id, Now: s.now()})
 }

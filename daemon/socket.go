@@ -140,3 +140,31 @@ func peerCred(nc *net.UnixConn) (*unix.Ucred, error) {
 	}
 	return cred, cerr
 }
+
+// ErrSocketGone: the socket file the daemon listens on was removed or
+// replaced; no client can reach it any more, so it stops (its jobs keep
+// running, and the next daemon adopts them).
+var ErrSocketGone = errors.New("daemon: the socket file is gone")
+
+// socketID names a socket file: its device and inode.
+type socketID struct{ dev, ino uint64 }
+
+// idOf is the socket file at path, zero if there is none.
+func idOf(path string) socketID {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return socketID{}
+	}
+	return socketID{uint64(st.Dev), st.Ino}
+}
+
+// checkSocket reports ErrSocketGone once the socket file the daemon made
+// is no longer at its path; it then leaves the path to whoever has it.
+func (s *server) checkSocket() error {
+	if s.sockID == (socketID{}) || idOf(s.cfg.Socket) == s.sockID {
+		return nil
+	}
+	s.ln.SetUnlinkOnClose(false)
+	s.log.Error("the socket file was removed or replaced: no client can reach this perflockd, so it stops; its jobs keep running and the next perflockd adopts them", "socket", s.cfg.Socket)
+	return fmt.Errorf("%w: %s", ErrSocketGone, s.cfg.Socket)
+}

@@ -49,9 +49,9 @@ type Core struct {
 	limits map[lockq.Ticket]*job
 	// rejoined: tickets above RejoinAfter that have rejoined.
 	rejoined map[lockq.Ticket]bool
-	gen    uint64 // counts changes a listing would show
-	dirty  bool   // waiters may need to hear of their place
-	out    []Effect
+	gen      uint64 // counts changes a listing would show
+	dirty    bool   // waiters may need to hear of their place
+	out      []Effect
 }
 
 // New returns a Core with nothing adopted.
@@ -69,7 +69,7 @@ func New(cfg Config) *Core {
 		cfg: cfg, q: lockq.New(cfg.Policy),
 		jobs: map[lockq.Ticket]*job{}, byConn: map[ConnID]*job{}, waiting: map[uint32]int{},
 		limits: map[lockq.Ticket]*job{}, rejoined: map[lockq.Ticket]bool{},
-		pin:    pin{users: map[lockq.Ticket]bool{}},
+		pin: pin{users: map[lockq.Ticket]bool{}},
 	}
 	c.q.Reserve(cfg.TicketMark)
 	return c

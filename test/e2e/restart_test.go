@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // stopAndRestart stops perflockd with sig (SIGTERM: a clean stop; SIGKILL:
@@ -114,5 +116,33 @@ func TestAJobThatWouldWaitForItsOwnJobIsRefused(t *testing.T) {
 				t.Fatalf("perfrun after the refusals: exit %d: %s", code, r.stderr)
 			}
 		})
+	}
+}
+
+// A perflockd whose socket file was removed cannot be reached: it stops
+// (exit 69, saying why) rather than serve nobody, and its running job is
+// adopted by the next one.
+func TestDaemonStopsWhenItsSocketIsRemoved(t *testing.T) {
+	e := newEnv(t, drivers()[0], "freeze")
+	x := e.job("perfrun", "X", []string{"-L", "bk"})
+	e.started("X")
+	if err := os.Remove(e.sock); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- e.daemon.Wait() }()
+	select {
+	case err := <-exited:
+		if code := exitCode(err); code != 69 || !strings.Contains(e.dlog.String(), "socket file was removed") {
+			t.Fatalf("perflockd after its socket was removed: exit %d, want 69 saying why:\n%s", code, e.dlog)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("perflockd serves on with its socket file removed")
+	}
+	e.runDaemon()
+	e.waitQueue("X:running")
+	e.finish("X", 0)
+	if code := e.exit(x); code != 0 {
+		t.Fatalf("X: exit %d: %s", code, x.stderr)
 	}
 }
