@@ -50,7 +50,13 @@ STATE
   history.json: in /var/lib/perflock for the system daemon; for the per-user
   daemon in $XDG_STATE_HOME/perflock (~/.local/state/perflock), or, where that
   cannot be made (a user without a home), beside the socket, saying so once in
-  the log; for any other daemon beside the socket.
+  the log; for any other daemon beside the socket. It is written off the
+  daemon's loop, at most once a second, and keeps at most 1,000 keys per user
+  and 10,000 in all (the oldest go first), for 30 days.
+  Beside the socket: the ticket mark and rejoin key (tickets, key), the requests
+  waiting (waiting: only they may rejoin after a restart), and a record of each
+  running job (jobs/N.json), from which a restarted daemon adopts it whole.
+  Files there that are not the daemon's own are not believed.
 
 GOVERNOR
   perfrun --governor pins the CPU frequency through cpufreq in sysfs (--cpufreq-root)

@@ -288,7 +288,11 @@ ENVIRONMENT
                    that exits when idle; its log is perflockd.log beside the socket.
                    A daemon is started on that per-user socket only: where no daemon
                    listens at a socket named with --socket or PERFLOCK_SOCKET, %[1]s
-                   says so and exits 69.`, name, governorManual(name)+runReportManual(name))
+                   says so and exits 69.
+  PERFLOCK_JOB     set in CMD's environment to the job's name (e.g. x-42). A perfrun
+                   or pls run inside a job sends it back: a request that would wait
+                   for the job it runs in (perfrun inside pls or inside perfrun, on
+                   the same lock) is refused with exit 69 instead of waiting for ever.`, name, governorManual(name)+runReportManual(name))
 }
 
 // governorManual is perfrun's GOVERNOR section; pls has none. It and
