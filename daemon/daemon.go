@@ -196,6 +196,30 @@ func open(ctx context.Context, cfg Config) (_ *server, err error) {
 	if cfg.RunDir == "" {
 		cfg.RunDir = filepath.Dir(ln.Addr().String())
 	}
+	s, err := newServerFromState(ctx, cfg, drv)
+	if err != nil {
+		return nil, err
+	}
+	s.ln, s.mln, s.unlock = ln, mln, unlock
+	if cfg.Listener == nil {
+		s.sockID = idOf(cfg.Socket)
+	}
+	s.goFn(func() { s.history.run(s.ctx) }) // the history's writer; shutdown flushes what is left
+	undo = append(undo, func() { s.stop(); s.wg.Wait() })
+	// Before anything is granted: re-adopt what an earlier daemon left
+	// running, and keep frozen what must stay frozen.
+	actx, cancel := context.WithTimeout(ctx, driverTimeout)
+	err = s.adopt(actx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newServerFromState makes the server from what an earlier daemon left in
+// the run and state directories.
+func newServerFromState(ctx context.Context, cfg Config, drv Driver) (*server, error) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = cfg.RunDir
 	}
@@ -211,22 +235,7 @@ func open(ctx context.Context, cfg Config) (_ *server, err error) {
 	if err != nil {
 		cfg.Logger.Warn("the waiting requests of an earlier perflockd cannot be read: they queue anew", "err", err)
 	}
-	s := newServer(ctx, cfg, drv, st, hist, saved)
-	s.ln, s.mln, s.unlock = ln, mln, unlock
-	if cfg.Listener == nil {
-		s.sockID = idOf(cfg.Socket)
-	}
-	s.goFn(func() { hist.run(s.ctx) }) // the history's writer; shutdown flushes what is left
-	undo = append(undo, func() { s.stop(); s.wg.Wait() })
-	// Before anything is granted: re-adopt what an earlier daemon left
-	// running, and keep frozen what must stay frozen.
-	actx, cancel := context.WithTimeout(ctx, driverTimeout)
-	err = s.adopt(actx)
-	cancel()
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return newServer(ctx, cfg, drv, st, hist, saved), nil
 }
 
 // serve runs the loop until ctx is done or the daemon has been idle, then

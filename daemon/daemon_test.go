@@ -42,26 +42,7 @@ func startServer(t *testing.T, cfg Config) (*server, string) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	cfg.Socket = filepath.Join(dir, "s")
-	if cfg.Driver == "" {
-		cfg.Driver = "none"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := open(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatalf("daemon: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.serve() }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon stopped with %v", err)
-		}
-	})
+	s, _ := serveUntilStopped(t, cfg)
 	return s, cfg.Socket
 }
 

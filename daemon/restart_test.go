@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,39 +11,18 @@ import (
 
 // runIn runs a daemon on the socket dir/s until the returned stop is
 // called: it stops it as SIGTERM would (a clean stop), or, with crash,
-// without the clean stop's saving, as SIGKILL would.
+// leaves the waiting file as it was, as SIGKILL would.
 func runIn(t *testing.T, dir string, cfg Config) (stop func(crash bool)) {
 	t.Helper()
 	cfg.Socket = filepath.Join(dir, "s")
-	cfg.Driver = "none"
-	cfg.Logger = testLogger(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := open(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatalf("daemon: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.serve() }()
-	stopped := false
-	stop = func(crash bool) {
-		if stopped {
-			return
-		}
-		stopped = true
+	_, stopped := serveUntilStopped(t, cfg)
+	return func(crash bool) {
+		b, _ := os.ReadFile(filepath.Join(dir, waitersFile))
+		stopped()
 		if crash {
-			// What a SIGKILL leaves: the files as they are now.
-			b, _ := os.ReadFile(filepath.Join(dir, waitersFile))
-			cancel()
-			<-done
 			os.WriteFile(filepath.Join(dir, waitersFile), b, 0o600)
-			return
 		}
-		cancel()
-		<-done
 	}
-	t.Cleanup(func() { stop(false) })
-	return stop
 }
 
 // A ticket that was granted and released before perflockd restarted
