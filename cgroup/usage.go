@@ -159,6 +159,9 @@ type MachineCPU struct {
 	Busy time.Duration
 	// Online is the number of "cpuN" lines: the CPUs online now.
 	Online int
+	// PerCPU is the busy time of each online CPU, by number, as Busy is
+	// of them all.
+	PerCPU map[int]time.Duration
 }
 
 // ReadMachineCPU reads /proc/stat.
@@ -180,7 +183,7 @@ func parseProcStat(r io.Reader, hz int64) (MachineCPU, error) {
 	if hz <= 0 {
 		return MachineCPU{}, fmt.Errorf("%w: clock ticks per second %d", ErrInvalidFormat, hz)
 	}
-	var m MachineCPU
+	m := MachineCPU{PerCPU: map[int]time.Duration{}}
 	var total bool
 	s := bufio.NewScanner(r)
 	s.Buffer(make([]byte, 0, 64*1024), 1024*1024) // the intr line is long
@@ -189,28 +192,24 @@ func parseProcStat(r io.Reader, hz int64) (MachineCPU, error) {
 		if len(f) == 0 || !strings.HasPrefix(f[0], "cpu") {
 			continue
 		}
+		cpu := -1
 		if f[0] != "cpu" {
-			if _, err := strconv.Atoi(f[0][3:]); err == nil {
-				m.Online++
+			n, err := strconv.Atoi(f[0][3:])
+			if err != nil {
+				continue
 			}
+			cpu = n
+		}
+		busy, err := busyTime(f, hz)
+		if err != nil {
+			return MachineCPU{}, fmt.Errorf("%w: %q", err, s.Text())
+		}
+		if cpu >= 0 {
+			m.Online++
+			m.PerCPU[cpu] = busy
 			continue
 		}
-		// cpu user nice system idle iowait irq softirq steal guest guest_nice
-		if len(f) < 8 {
-			return MachineCPU{}, fmt.Errorf("%w: %q", ErrInvalidFormat, s.Text())
-		}
-		var ticks uint64
-		for _, i := range []int{1, 2, 3, 6, 7, 8} {
-			if i >= len(f) {
-				continue // steal: since Linux 2.6.11
-			}
-			n, err := strconv.ParseUint(f[i], 10, 64)
-			if err != nil {
-				return MachineCPU{}, fmt.Errorf("%w: %q", ErrInvalidFormat, s.Text())
-			}
-			ticks += n
-		}
-		m.Busy = time.Duration(ticks) * (time.Second / time.Duration(hz))
+		m.Busy = busy
 		total = true
 	}
 	if err := s.Err(); err != nil {
@@ -220,6 +219,27 @@ func parseProcStat(r io.Reader, hz int64) (MachineCPU, error) {
 		return MachineCPU{}, fmt.Errorf("%w: no \"cpu\" line", ErrInvalidFormat)
 	}
 	return m, nil
+}
+
+// busyTime is the busy time of one cpu line of /proc/stat: user, nice,
+// system, irq, softirq and steal.
+func busyTime(f []string, hz int64) (time.Duration, error) {
+	// cpu user nice system idle iowait irq softirq steal guest guest_nice
+	if len(f) < 8 {
+		return 0, ErrInvalidFormat
+	}
+	var ticks uint64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		if i >= len(f) {
+			continue // steal: since Linux 2.6.11
+		}
+		n, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0, ErrInvalidFormat
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / time.Duration(hz)), nil
 }
 
 // atClkTck is AT_CLKTCK, the auxiliary vector entry that holds USER_HZ.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -67,11 +68,13 @@ func TestParseProcStat(t *testing.T) {
 	got, err := parseProcStat(strings.NewReader(in), 100)
 	// user + nice + system + irq + softirq + steal; not idle, iowait or guest (part of user).
 	busy := time.Duration(797993+2187+180422+10+2294+27684) * 10 * time.Millisecond
-	if err != nil || got != (MachineCPU{Busy: busy, Online: 2}) {
+	cpu0 := time.Duration(397045+1055+87422+0+297+13854) * 10 * time.Millisecond
+	cpu1 := time.Duration(400948+1132+92999+10+1997+13830) * 10 * time.Millisecond
+	if err != nil || !reflect.DeepEqual(got, MachineCPU{Busy: busy, Online: 2, PerCPU: map[int]time.Duration{0: cpu0, 1: cpu1}}) {
 		t.Fatalf("parseProcStat = %+v, %v; want busy %v on 2 CPUs", got, err, busy)
 	}
 	got, err = parseProcStat(strings.NewReader("cpu 1 0 1 5 0 0 0\ncpu0 1 0 1 5 0 0 0\n"), 1000)
-	if err != nil || got != (MachineCPU{Busy: 2 * time.Millisecond, Online: 1}) {
+	if err != nil || got.Busy != 2*time.Millisecond || got.Online != 1 || got.PerCPU[0] != 2*time.Millisecond {
 		t.Fatalf("parseProcStat(old kernel, HZ 1000) = %+v, %v", got, err)
 	}
 	for _, bad := range []string{"", "cpu0 1 2 3 4 5 6 7 8\n", "cpu 1 2 3\n", "cpu 1 x 3 4 5 6 7 8\n"} {

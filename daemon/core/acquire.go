@@ -312,6 +312,7 @@ func (c *Core) done(e Done) {
 	}
 	if j.report == reportWanted {
 		j.report = reportSent
-		c.emit(SendReport{Conn: e.Conn, Ticket: j.ticket, Job: j.name, FrozenJobs: j.frozenAt})
+		c.emit(SendReport{Conn: e.Conn, Ticket: j.ticket, Job: j.name, FrozenJobs: j.frozenAt,
+			Shielded: j.shielded, NoShield: j.noShield})
 	}
 }

@@ -57,6 +57,7 @@ func (c *Core) adopt(e Adopt) {
 	}
 	c.changed()
 	c.adoptPin(e.Pin, holders, e.Now)
+	c.adoptShield(e.Shield, holders, e.Now)
 	c.apply(acts, e.Now)
 }
 

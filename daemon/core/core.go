@@ -18,7 +18,11 @@ type Config struct {
 	MaxExclusiveRuntime Duration
 	// MaxPlacing bounds the placements under way at once (default 2).
 	MaxPlacing int
-	// ThawRetry is how long after a failed thaw the next one starts (default 1s).
+	// Shield: the daemon confines other work to housekeeping CPUs while an
+	// exclusive or group job of the machine runs (perflockd --shield).
+	Shield bool
+	// ThawRetry is how long after a failed thaw (or shield lowering) the
+	// next one starts (default 1s).
 	ThawRetry Duration
 	// TicketMark: every ticket from now on is larger (the earlier daemon's mark).
 	TicketMark lockq.Ticket
@@ -44,6 +48,7 @@ type Core struct {
 	parked  []parked       // new requests during the rejoin grace
 	frz     freezer
 	pin     pin
+	shd     shield
 	turn    turn
 	// limits: the running jobs the core stops at their max runtime.
 	limits map[lockq.Ticket]*job
@@ -69,7 +74,7 @@ func New(cfg Config) *Core {
 		cfg: cfg, q: lockq.New(cfg.Policy),
 		jobs: map[lockq.Ticket]*job{}, byConn: map[ConnID]*job{}, waiting: map[uint32]int{},
 		limits: map[lockq.Ticket]*job{}, rejoined: map[lockq.Ticket]bool{},
-		pin: pin{users: map[lockq.Ticket]bool{}},
+		pin: pin{users: map[lockq.Ticket]bool{}}, shd: shield{users: map[lockq.Ticket]bool{}},
 	}
 	c.q.Reserve(cfg.TicketMark)
 	return c
@@ -95,6 +100,8 @@ func (c *Core) Step(e Event) []Effect {
 		c.freezerDone(e)
 	case PinDone:
 		c.pinDone(e)
+	case ShieldDone:
+		c.shieldDone(e)
 	case PlaceDone:
 		c.placeDone(e)
 	case Emptied:
@@ -128,6 +135,7 @@ func (c *Core) NextWake() (Time, bool) {
 		earliest(c.cfg.RejoinUntil + 1)
 	}
 	earliest(c.frz.retryAt)
+	earliest(c.shd.retryAt)
 	return at, at != 0
 }
 
@@ -214,6 +222,10 @@ func (c *Core) tick(now Time) {
 	if c.frz.retryAt != 0 && now >= c.frz.retryAt {
 		c.frz.retryAt = 0
 		c.steerFreezer(now)
+	}
+	if c.shd.retryAt != 0 && now >= c.shd.retryAt {
+		c.shd.retryAt = 0
+		c.steerShield(now)
 	}
 	c.broadcast()
 }

@@ -15,9 +15,13 @@
 //     when its timeout passes.
 //   - Granted: it holds its resources; its client has not yet asked to place
 //     the job's first process.
-//   - Pinning: an exclusive or group job of the machine waits for the CPU
-//     frequency to be as it asked (--governor), or for an earlier pin to be
-//     restored. A group shares one pin; a job asking for another is refused.
+//   - Preparing: an exclusive or group job of the machine waits for the
+//     machine to be ready for it: the CPU frequency as it asked (--governor),
+//     or an earlier pin restored (a group shares one pin; a job asking for
+//     another is refused); then, where the daemon has a shield, everything
+//     else on the machine confined to the housekeeping CPUs (a group shares
+//     the shield too; if it cannot be raised, the job runs unshielded and its
+//     report says why).
 //   - PlaceQueued: it waits for its turn to be placed. At most MaxPlacing
 //     placements run at once, exclusive and group jobs before shared ones,
 //     so that a burst of pls jobs does not hold back an exclusive start.
@@ -36,7 +40,7 @@
 //
 // The way through, and out:
 //
-//	Waiting ─▶ Granted ─▶ Pinning ─▶ PlaceQueued ─▶ Placing ─▶ Running ─▶ Empty
+//	Waiting ─▶ Granted ─▶ Preparing ─▶ PlaceQueued ─▶ Placing ─▶ Running ─▶ Empty
 //	   │          └──────────┴────────────┘            │          │          │
 //	   │           client gone: released         waits for the   client gone:
 //	   │                                         driver's answer  waits for Empty

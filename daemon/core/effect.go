@@ -65,6 +65,11 @@ type Reply struct {
 // [FreezerDone] when it is done.
 type SetFrozen struct{ Frozen bool }
 
+// SetShield raises the shield (On: everything but the exclusive jobs
+// confined to the housekeeping CPUs, the earlier settings saved first) or
+// lowers it (the earlier settings restored); the shell steps [ShieldDone].
+type SetShield struct{ On bool }
+
 // PinSet pins the CPU frequency at Mode (after restoring any settings a
 // failed earlier pin left); the shell steps [PinDone].
 type PinSet struct{ Mode string }
@@ -152,6 +157,10 @@ type SendReport struct {
 	Ticket     lockq.Ticket
 	Job        string
 	FrozenJobs int // shared jobs frozen when it was placed
+	// Shielded: the job ran under the shield; else NoShield says why ("":
+	// the daemon has no shield).
+	Shielded bool
+	NoShield string
 }
 
 // Level is a log record's level.
@@ -213,6 +222,7 @@ type Observe struct {
 func (Reply) effect()      {}
 func (SetFrozen) effect()  {}
 func (PinSet) effect()     {}
+func (SetShield) effect()  {}
 func (PinRestore) effect() {}
 func (PlaceJob) effect()   {}
 func (WatchEmpty) effect() {}

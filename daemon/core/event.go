@@ -115,6 +115,12 @@ type PinDone struct {
 	Now Time
 }
 
+// ShieldDone: the [SetShield] asked for ended.
+type ShieldDone struct {
+	Err error
+	Now Time
+}
+
 // PlaceDone: the [PlaceJob] of a job ended.
 type PlaceDone struct {
 	Ticket lockq.Ticket
@@ -134,9 +140,10 @@ type Emptied struct {
 // Adopt: at start, before any other event, the jobs an earlier daemon left
 // running, and the CPU frequency pin it may have left.
 type Adopt struct {
-	Jobs []Adopted
-	Pin  PinLeft
-	Now  Time
+	Jobs   []Adopted
+	Pin    PinLeft
+	Shield ShieldLeft
+	Now    Time
 }
 
 // Adopted is a running job a restarted daemon found: by its cgroup or
@@ -173,6 +180,7 @@ func (Cancel) event()      {}
 func (Tick) event()        {}
 func (FreezerDone) event() {}
 func (PinDone) event()     {}
+func (ShieldDone) event()  {}
 func (PlaceDone) event()   {}
 func (Emptied) event()     {}
 func (Adopt) event()       {}

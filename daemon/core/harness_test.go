@@ -97,6 +97,8 @@ func (h *harness) show(effs []Effect) string {
 			s = "pin(" + e.Mode + ")"
 		case PinRestore:
 			s = "unpin"
+		case SetShield:
+			s = map[bool]string{true: "shield(on)", false: "shield(off)"}[e.On]
 		case PlaceJob:
 			s = "place(" + e.Job.Name + ")"
 		case WatchEmpty:
@@ -113,6 +115,11 @@ func (h *harness) show(effs []Effect) string {
 			s = "completed(" + e.Key + ")"
 		case SendReport:
 			s = fmt.Sprintf("report(%s,frozen=%d)", e.Job, e.FrozenJobs)
+			if e.Shielded {
+				s = strings.TrimSuffix(s, ")") + ",shielded)"
+			} else if e.NoShield != "" {
+				s = strings.TrimSuffix(s, ")") + ",no shield: " + e.NoShield + ")"
+			}
 		case Log:
 			h.logs = append(h.logs, e)
 			continue
@@ -150,8 +157,8 @@ func (h *harness) check() {
 		if j.conn != 0 && c.byConn[j.conn] != j {
 			h.t.Fatalf("%s's connection %d is not indexed", j.name, j.conn)
 		}
-		if (j.phase == Pinning) != slices.Contains(c.pin.waiting, t) {
-			h.t.Fatalf("%s is %v; waiting for the pin: %v", j.name, j.phase, c.pin.waiting)
+		if (j.phase == Preparing) != (slices.Contains(c.pin.waiting, t) || slices.Contains(c.shd.waiting, t)) {
+			h.t.Fatalf("%s is %v; waiting for the pin: %v, for the shield: %v", j.name, j.phase, c.pin.waiting, c.shd.waiting)
 		}
 	}
 	for conn, j := range c.byConn {

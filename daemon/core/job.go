@@ -14,14 +14,14 @@ type Phase uint8
 const (
 	Waiting Phase = iota
 	Granted
-	Pinning
+	Preparing
 	PlaceQueued
 	Placing
 	Running
 	Empty
 )
 
-var phaseNames = [...]string{"waiting", "granted", "pinning", "place-queued", "placing", "running", "empty"}
+var phaseNames = [...]string{"waiting", "granted", "preparing", "place-queued", "placing", "running", "empty"}
 
 func (p Phase) String() string {
 	if int(p) < len(phaseNames) {
@@ -66,8 +66,10 @@ type job struct {
 	recorded    bool // it has a record to drop
 	heardFrozen bool // its client was told it is frozen, and not yet thawed
 	report      report
-	frozenAt    int // shared jobs frozen when it was placed, for its report
-	status      int // the status its client reported with done
+	frozenAt    int    // shared jobs frozen when it was placed, for its report
+	shielded    bool   // it was placed under the shield
+	noShield    string // else why not, for its report
+	status      int    // the status its client reported with done
 	done        bool
 	// What its waiting client last heard.
 	lastPos  int
@@ -154,6 +156,7 @@ func (c *Core) leave(j *job, how leaving, now Time) {
 		c.emit(EndLease{Ticket: j.ticket})
 	}
 	c.pinForget(j, now)
+	c.shieldForget(j, now)
 	if how == released {
 		c.log(Info, "released", "job", j.name, "held", Since(j.since, now))
 		c.emit(Observe{What: ObserveExited, Kind: j.mode.Kind, Result: j.result()})
@@ -169,7 +172,7 @@ func (c *Core) maybeRelease(j *job, now Time) {
 		return
 	}
 	switch j.phase {
-	case Granted, Pinning, PlaceQueued, Empty:
+	case Granted, Preparing, PlaceQueued, Empty:
 		c.leave(j, released, now)
 	}
 }

@@ -31,9 +31,9 @@ func TestCancelAndClientLossInEveryPhase(t *testing.T) {
 			h.closed(1, "c2:granted")
 		},
 	}, {
-		name:  "pinning",
+		name:  "preparing",
 		setup: func(h *harness) { h.place(1, "pin(performance)") },
-		phase: "x-1:pinning",
+		phase: "x-1:preparing",
 		gone: func(h *harness) {
 			h.closed(1, "c2:granted")
 			h.step(PinDone{Now: h.now}, "unpin") // set meanwhile: restored

@@ -25,7 +25,7 @@ type pin struct {
 	target  string         // the PinSet under way
 	stuck   bool           // the last restore failed: retried on the next event only
 	left    bool           // the restore under way is of an earlier daemon's pin
-	waiting []lockq.Ticket // jobs in phase Pinning, in the order they asked
+	waiting []lockq.Ticket // jobs waiting for the pin (phase Preparing), in the order they asked
 }
 
 // pinThen moves j, whose client asked to place it, on to its placement once
@@ -38,7 +38,7 @@ func (c *Core) pinThen(j *job, now Time) {
 	}
 	if j.gov == "" {
 		if !p.busy && (len(p.users) > 0 && p.cur == p.mode || len(p.users) == 0 && p.cur == "") {
-			c.inTurn(j) // under its group's pin, or nothing pinned
+			c.shieldThen(j, now) // under its group's pin, or nothing pinned
 			return
 		}
 		// A pin is being set for its group, or an earlier one restored: the
@@ -52,7 +52,7 @@ func (c *Core) pinThen(j *job, now Time) {
 		p.users[j.ticket] = true
 		p.mode = j.gov
 	}
-	c.setPhase(j, Pinning)
+	c.setPhase(j, Preparing)
 	p.waiting = append(p.waiting, j.ticket)
 	p.stuck = false
 	c.steerPin(now)
@@ -110,7 +110,7 @@ func (c *Core) steerPin(now Time) {
 		switch {
 		case j == nil:
 		case j.gov == "" || j.gov == p.cur:
-			c.inTurn(j)
+			c.shieldThen(j, now)
 		default:
 			c.pinFailed(j, "the CPU frequency is not at "+j.gov, now)
 		}

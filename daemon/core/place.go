@@ -109,6 +109,7 @@ func (c *Core) placeDone(e PlaceDone) {
 	if j.report != reportNone {
 		j.frozenAt = c.frozenShared()
 	}
+	j.shielded, j.noShield = c.shieldState(j)
 	// A restarted daemon adopts the job whole: by its cgroup, or by its
 	// process where it has none.
 	c.emit(SaveRecord{Ticket: j.ticket, Record: c.record(j)})

@@ -25,6 +25,7 @@ type JobView struct {
 	Since     Time
 	Position  int                // waiters, from 1
 	Suspend   lockq.SuspendState // holders
+	Shielded  bool               // it runs under the shield
 }
 
 // Jobs lists the holders in ticket order, then the waiters in line.
@@ -40,6 +41,7 @@ func (c *Core) Jobs() []JobView {
 			Ticket: j.ticket, Name: j.name, Phase: j.phase, Mode: j.mode, Resources: j.resources,
 			User: j.user, UID: j.uid, ClientPID: j.clientPID, ChildPID: j.childPID, Command: j.command,
 			Governor: j.gov, Where: j.where, Since: j.since, Position: e.Position, Suspend: e.Suspend,
+			Shielded: c.shd.users[j.ticket] && c.shd.up && j.phase >= Placing,
 		})
 	}
 	return out
