@@ -114,6 +114,11 @@ type Config struct {
 	// Metrics observes the daemon and serves MetricsAddr; it must be set
 	// when MetricsAddr is, and is unused otherwise.
 	Metrics Metrics
+	// Shield, when set, is the housekeeping CPUs (a list such as "0" or
+	// "0-1"): while an exclusive or group job of the machine runs,
+	// everything else on the machine is confined to them (perflockd
+	// --shield). Default: no shield.
+	Shield string
 	// CpufreqRoot is the cpufreq sysfs tree that --governor pins (default
 	// governor.DefaultSysfs); containers and tests point it elsewhere.
 	CpufreqRoot string

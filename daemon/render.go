@@ -80,7 +80,7 @@ func (s *server) list() []proto.Msg {
 			Ticket: uint64(v.Ticket), Job: v.Name, State: state(v), Mode: v.Mode.String(), Resources: v.Resources,
 			User: v.User, UID: v.UID, PID: v.ClientPID, ChildPID: v.ChildPID, Position: v.Position,
 			SinceMS: wall(v.Since).UnixMilli(), ForMS: time.Duration(now - v.Since).Milliseconds(),
-			Command: cmdline.Cap(v.Command, listCommand), Where: v.Where, Governor: v.Governor,
+			Command: cmdline.Cap(v.Command, listCommand), Where: v.Where, Governor: v.Governor, Shielded: v.Shielded,
 		}
 		b, _ := json.Marshal(ent)
 		if size+len(b) > listChunk && len(m.Entries) > 0 {

@@ -85,8 +85,10 @@ func (s *server) sendReport(e core.SendReport) {
 			Unavailable: map[string]string{"all": "the job was never placed"}}})
 		return
 	}
+	sh := shieldRun{cpus: s.cfg.Shield, on: e.Shielded, why: e.NoShield}
 	s.goFn(func() {
 		rep := buildReport(start, start.next(), e.Job, driver, policy, e.FrozenJobs)
+		reportShield(rep, start, start.next(), sh)
 		c.send(proto.Msg{Type: proto.TReport, Figures: rep})
 	})
 }
@@ -146,6 +148,51 @@ func buildReport(start, end *runSample, job, driver, policy string, frozenJobs i
 		rep.Unavailable = why
 	}
 	return rep
+}
+
+// shieldRun is what a run report says of the shield: its housekeeping
+// CPUs ("": none configured), whether the job ran under it, or why not.
+type shieldRun struct {
+	cpus string
+	on   bool
+	why  string
+}
+
+// reportShield splits the CPU time used outside the job by where it ran:
+// on the job's CPUs (all but the housekeeping ones) and on the
+// housekeeping CPUs. The job's own time cannot be split by CPU, so the
+// time outside it on the job's CPUs is at least their busy time less all
+// of the job's.
+func reportShield(rep *proto.Report, start, end *runSample, sh shieldRun) {
+	why := func(w string) {
+		if rep.Unavailable == nil {
+			rep.Unavailable = map[string]string{}
+		}
+		rep.Unavailable["shield"] = w
+	}
+	mask, err := cpuMask(sh.cpus)
+	switch {
+	case sh.cpus == "":
+		why("no shield: perflockd runs without one (perflockd --shield CPUS)")
+		return
+	case !sh.on:
+		why("no shield: " + sh.why)
+		return
+	case err != nil || rep.Outside == nil || rep.JobCPU == nil:
+		why("the split needs the machine's and the job's CPU time")
+		return
+	}
+	var other time.Duration
+	for cpu, busy := range end.machine.PerCPU {
+		if cpu/8 < len(mask) && mask[cpu/8]&(1<<(cpu%8)) != 0 {
+			continue
+		}
+		other += max(busy-start.machine.PerCPU[cpu], 0)
+	}
+	onJob := max(other-time.Duration(rep.JobCPU.TotalUS)*time.Microsecond, 0)
+	outside := time.Duration(rep.Outside.CPUUS) * time.Microsecond
+	rep.Shield = &proto.ReportShield{HousekeepingCPUs: sh.cpus, OutsideOnJobCPUsUS: us(min(onJob, outside)),
+		OutsideOnHousekeepingUS: us(max(outside-onJob, 0))}
 }
 
 // reportMachine fills in the machine's busy time, and returns it.

@@ -83,7 +83,7 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 	s.idleSince = s.base
 	now := s.now()
 	ccfg := core.Config{
-		Policy: cfg.Policy, CanFreeze: drv.CanFreeze(),
+		Policy: cfg.Policy, CanFreeze: drv.CanFreeze(), Shield: cfg.Shield != "",
 		MaxWaiting: cfg.MaxWaiting, MaxExclusiveRuntime: core.Duration(cfg.MaxExclusiveRuntime),
 		TicketMark: st.started, Rejoinable: saved.tickets, RejoinUntil: core.Add(now, core.Duration(rejoinWindow)),
 		RejoinAfter: st.started, // nothing is known to have waited that was not saved

@@ -177,6 +177,9 @@ type Entry struct {
 	// Governor is the CPU frequency the job asked for (--governor), pinned
 	// while it runs: "performance" or a percentage such as "70%".
 	Governor string `json:"governor,omitempty"`
+	// Shielded: the job runs under perflockd's shield (--shield): all other
+	// work is confined to the housekeeping CPUs.
+	Shielded bool `json:"shielded,omitempty"`
 }
 
 // Report is a run report: how clean an exclusive (or group) job's run was,
@@ -208,6 +211,9 @@ type Report struct {
 	Throttling *ReportThrottling `json:"throttling,omitempty"`
 	// Shared: whether the shared (pls) jobs stayed frozen.
 	Shared *ReportShared `json:"shared,omitempty"`
+	// Shield: the job ran under perflockd's shield, and where the CPU time
+	// used outside the job went.
+	Shield *ReportShield `json:"shield,omitempty"`
 	// Unavailable maps the JSON name of each absent figure to the reason.
 	Unavailable map[string]string `json:"unavailable,omitempty"`
 }
@@ -239,6 +245,17 @@ type ReportPressure struct {
 type ReportThrottling struct {
 	NrThrottled uint64 `json:"nr_throttled"`
 	ThrottledUS int64  `json:"throttled_us"`
+}
+
+// ReportShield is the shield during a run: the housekeeping CPUs everything
+// else was confined to, and the CPU time used outside the job split by
+// where it ran (from the per-CPU lines of /proc/stat): on the job's CPUs
+// (all but the housekeeping ones; at least this much, as the job's own
+// time cannot be split by CPU) and on the housekeeping CPUs (the rest).
+type ReportShield struct {
+	HousekeepingCPUs        string `json:"housekeeping_cpus"`
+	OutsideOnJobCPUsUS      int64  `json:"outside_on_job_cpus_us"`
+	OutsideOnHousekeepingUS int64  `json:"outside_on_housekeeping_us"`
 }
 
 // ReportShared says what the shared side did during the run.

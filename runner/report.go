@@ -126,6 +126,12 @@ func FormatReport(program string, r *proto.Report) string {
 	} else {
 		na("throttling", "throttling")
 	}
+	if s := r.Shield; s != nil {
+		line("shield", "other work on CPUs %s; outside the job: %s on the job's CPUs, %s on housekeeping",
+			printable(s.HousekeepingCPUs), seconds(s.OutsideOnJobCPUsUS), seconds(s.OutsideOnHousekeepingUS))
+	} else if _, ok := r.Unavailable["shield"]; ok {
+		na("shield", "shield")
+	}
 	if s := r.Shared; s != nil {
 		verdict := "stayed frozen throughout"
 		if s.FrozenJobs == 0 {

@@ -13,7 +13,8 @@ import (
 )
 
 // WriteTable writes entries as wholock's table: a header, then one row per
-// entry in the given order, with columns STATE, MODE (with the job's
+// entry in the given order, with columns STATE ("(shielded)" after a job
+// under perflockd's shield), MODE (with the job's
 // --governor in parentheses, if any), USER, PID, TIME (held or waited),
 // WHERE ("-" when none) and COMMAND. When width > 0, COMMAND is cut so
 // that rows fit in width columns; to leave COMMAND some room, long WHERE
@@ -35,8 +36,12 @@ func WriteTable(w io.Writer, entries []proto.Entry, width int) error {
 		if e.Governor != "" {
 			mode += " (" + printable(e.Governor) + ")"
 		}
+		state := printable(e.State)
+		if e.Shielded {
+			state += " (shielded)"
+		}
 		rows = append(rows, []string{
-			printable(e.State),
+			state,
 			mode,
 			printable(e.User),
 			strconv.Itoa(e.PID),
