@@ -236,6 +236,18 @@ func TestSystemdShieldConfinesOtherWorkAndLowerRestoresIt(t *testing.T) {
 		t.Fatalf("Lower: %v", err)
 	}
 	tr.lowered(state)
+
+	// What Restore works around: with user.slice's own setting in place,
+	// removing system.slice's AllowedCPUs= may leave its tasks narrow.
+	tr.systemctl("set-property", "--runtime", "system.slice", "AllowedCPUs="+tr.hk.String())
+	tr.wantCPUs("the busy process, system.slice set by hand", tr.hog, tr.hk)
+	tr.systemctl("set-property", "--runtime", "system.slice", "AllowedCPUs=")
+	time.Sleep(time.Second)
+	t.Logf("a plain `systemctl set-property --runtime system.slice AllowedCPUs=` after AllowedCPUs=%s leaves the busy process on CPUs %s (EffectiveCPUs %s)",
+		tr.hk, cpusAllowed(t, tr.hog), tr.systemctl("show", "-p", "EffectiveCPUs", "--value", "system.slice"))
+	tr.systemctl("set-property", "--runtime", "system.slice", "AllowedCPUs="+tr.online.String())
+	tr.systemctl("set-property", "--runtime", "system.slice", "AllowedCPUs=")
+	tr.wantCPUs("the busy process, widened by hand", tr.hog, tr.online)
 }
 
 // The shield of a daemon killed mid-run holds (runtime properties outlive
@@ -316,4 +328,84 @@ func irqAffinities(t *testing.T) string {
 		fmt.Fprintf(&b, "%s: %s\n", filepath.Base(filepath.Dir(p)), strings.TrimSpace(string(v)))
 	}
 	return b.String()
+}
+
+// The cgroupfs backend against a real cgroup2 cpuset (the guests have one;
+// hybrid hosts do not): a private subtree stands for the hierarchy, with a
+// top-level cgroup "other" holding a process and perflock's tree with its
+// exclusive and shared sides. The controller is enabled on the way there
+// and disabled after, and the process is confined and widened again while
+// a process on the exclusive side keeps every CPU.
+func TestCgroupfsShieldOnARealCgroup2Tree(t *testing.T) {
+	tr := newTier(t) // user.slice's own AllowedCPUs= keeps cpuset enabled at the root
+	mount := filepath.Join("/sys/fs/cgroup", fmt.Sprintf("perflock-tiertest-cg-%d", os.Getpid()))
+	dirs := []string{mount, mount + "/other", mount + "/perflock", mount + "/perflock/exclusive", mount + "/perflock/shared"}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pids []int
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		for i := len(dirs) - 1; i >= 0; i-- {
+			for range 100 { // rmdir fails while the killed process is not yet gone
+				if err := os.Remove(dirs[i]); err == nil || os.IsNotExist(err) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	place := func(dir string) int {
+		cmd := exec.Command("sleep", "600")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go cmd.Wait()
+		pids = append(pids, cmd.Process.Pid)
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(cmd.Process.Pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return cmd.Process.Pid
+	}
+	other := place(mount + "/other")
+	t.Logf("%s/cgroup.controllers: %s", mount, readTrimmed(t, mount+"/cgroup.controllers"))
+
+	state := filepath.Join(t.TempDir(), "shield.json")
+	s := New(state, NewCgroupfs(mount, "perflock"))
+	if err := s.Check(tr.ctx, tr.hk); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if err := s.Raise(tr.ctx, tr.hk); err != nil {
+		t.Fatalf("Raise: %v", err)
+	}
+	t.Cleanup(func() { s.Lower(context.Background()) })
+	b, _ := os.ReadFile(state)
+	t.Logf("state file: %s", b)
+	for _, l := range s.Report() {
+		t.Log(l)
+	}
+	tr.wantCPUs("a process in a top-level cgroup", other, tr.hk)
+	job := place(mount + "/perflock/exclusive")
+	tr.wantCPUs("a process on the exclusive side", job, tr.online)
+	for d, want := range map[string]string{"other": tr.hk.String(), "perflock/shared": tr.hk.String(), "perflock/exclusive": ""} {
+		if got := readTrimmed(t, filepath.Join(mount, d, "cpuset.cpus")); got != want {
+			t.Errorf("raised: %s/cpuset.cpus = %q, want %q", d, got, want)
+		}
+	}
+	if err := s.Lower(tr.ctx); err != nil {
+		t.Fatalf("Lower: %v", err)
+	}
+	tr.wantCPUs("a process in a top-level cgroup, lowered", other, tr.online)
+	for _, d := range []string{mount, mount + "/perflock"} {
+		if got := readTrimmed(t, d+"/cgroup.subtree_control"); strings.Contains(got, "cpuset") {
+			t.Errorf("lowered: %s/cgroup.subtree_control = %q, want cpuset disabled again", d, got)
+		}
+	}
+	if _, err := os.Stat(mount + "/other/cpuset.cpus"); !os.IsNotExist(err) {
+		t.Errorf("lowered: other/cpuset.cpus still there: %v", err)
+	}
 }
