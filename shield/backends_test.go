@@ -288,3 +288,22 @@ func TestCgroupfsCheck(t *testing.T) {
 		t.Errorf("Check of a plain folder: %v, want ErrUnsupported", err)
 	}
 }
+
+// Linux refuses to empty the cpuset.cpus of a cgroup with processes: it
+// gets every possible CPU back instead, the same in effect.
+func TestCgroupfsPopulatedCgroupGetsEveryPossibleCPUBack(t *testing.T) {
+	m := newMachine(t)
+	s := m.shield(func(p, v string) error {
+		if strings.HasSuffix(p, "system/cpuset.cpus") && strings.TrimSpace(v) == "" {
+			return &fs.PathError{Op: "write", Path: p, Err: unix.ENOSPC}
+		}
+		return nil
+	})
+	if err := s.Raise(ctx, cpu0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Lower(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.want(map[string]string{"cgroup/system/cpuset.cpus": "0-7", "cgroup/user/cpuset.cpus": "0-1", "cgroup/perflock/shared/cpuset.cpus": ""})
+}

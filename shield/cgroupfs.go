@@ -45,6 +45,7 @@ const sharedChild = "shared"
 type Cgroupfs struct {
 	mount, tree string
 	proc        string // procfs, for Report
+	possible    string // the possible CPU list file, for Restore
 
 	// write writes a file, isCgroup2 checks a mount; tests replace them.
 	write     func(path, value string) error
@@ -76,7 +77,7 @@ func NewCgroupfs(mount, tree string) *Cgroupfs {
 	if tree == "" {
 		tree = DefaultTree
 	}
-	return &Cgroupfs{mount: mount, tree: tree, proc: "/proc", write: writeAttr, isCgroup2: isCgroup2}
+	return &Cgroupfs{mount: mount, tree: tree, proc: "/proc", possible: DefaultPossible, write: writeAttr, isCgroup2: isCgroup2}
 }
 
 // Name is "cgroupfs".
@@ -263,11 +264,17 @@ func (c *Cgroupfs) rootProcesses(mount string) int {
 	return n
 }
 
-// Restore writes back each saved cgroup's cpuset.cpus (a newline where it
-// had none of its own), then disables cpuset where Confine enabled it,
-// deepest first; a cgroup below that enabled cpuset itself in the meantime
-// keeps it enabled (EBUSY), which confines nothing. Cgroups removed since
-// are skipped.
+// Restore writes back each saved cgroup's cpuset.cpus, then disables
+// cpuset where Confine enabled it, deepest first; a cgroup below that
+// enabled cpuset itself in the meantime keeps it enabled (EBUSY), which
+// confines nothing. Cgroups removed since are skipped.
+//
+// A cgroup that had no CPUs of its own gets none back only if it holds no
+// processes: Linux refuses to empty the cpuset.cpus of a populated cgroup
+// (ENOSPC). It then gets every possible CPU, which is the same in effect
+// (its parent's CPUs, CPUs that come online later included) though the
+// file shows them; disabling the controller, where Confine enabled it,
+// removes the file.
 func (c *Cgroupfs) Restore(ctx context.Context, saved json.RawMessage) error {
 	st, err := c.decode(saved)
 	if err != nil {
@@ -280,7 +287,20 @@ func (c *Cgroupfs) Restore(ctx context.Context, saved json.RawMessage) error {
 	var errs []error
 	for _, cg := range st.Cgroups {
 		p := filepath.Join(mount, cg.Path, "cpuset.cpus")
-		if err := c.write(p, cg.CPUs.String()+"\n"); err != nil && !isGone(err) {
+		err := c.write(p, cg.CPUs.String()+"\n")
+		if err != nil && cg.CPUs.IsEmpty() && errors.Is(err, unix.ENOSPC) {
+			var possible cpuset.Set
+			if possible, err = cpuset.ReadFile(c.possible); err == nil {
+				if err = c.write(p, possible.String()); err != nil {
+					err = fmt.Errorf("write %s (every possible CPU, since it may not be emptied) to %s: %w", possible, p, err)
+				}
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("shield: cgroupfs: %w", err))
+			}
+			continue
+		}
+		if err != nil && !isGone(err) {
 			errs = append(errs, fmt.Errorf("shield: cgroupfs: write %q to %s: %w", cg.CPUs.String(), p, err))
 		}
 	}

@@ -14,16 +14,17 @@ import (
 )
 
 // machine is a fake of what the file backends write, in a temporary
-// folder: 4 online CPUs; /proc/irq with IRQs 0, 1, 24 and 25 on CPUs 0-3;
-// the workqueue cpumask; a cgroup2 tree offering cpuset with the
+// folder: 4 online CPUs of 8 possible; /proc/irq with IRQs 0, 1, 24 and
+// 25 on CPUs 0-3; the workqueue cpumask; a cgroup2 tree offering cpuset with the
 // top-level cgroups "system" (no CPUs of its own), "user" (an
 // administrator's 0-1) and perflock's tree (exclusive/, shared/); and a
 // /proc holding PID 1 in the root cgroup.
 type machine struct {
-	t                         *testing.T
-	root                      string
-	online, irq, wq, cg, proc string
-	state                     string
+	t                 *testing.T
+	root              string
+	online, possible  string
+	irq, wq, cg, proc string
+	state             string
 }
 
 func newMachine(t *testing.T) *machine {
@@ -31,15 +32,17 @@ func newMachine(t *testing.T) *machine {
 	root := t.TempDir()
 	m := &machine{
 		t: t, root: root,
-		online: filepath.Join(root, "online"),
-		irq:    filepath.Join(root, "irq"),
-		wq:     filepath.Join(root, "workqueue", "cpumask"),
-		cg:     filepath.Join(root, "cgroup"),
-		proc:   filepath.Join(root, "proc"),
-		state:  filepath.Join(root, "run", "shield.json"),
+		online:   filepath.Join(root, "online"),
+		possible: filepath.Join(root, "possible"),
+		irq:      filepath.Join(root, "irq"),
+		wq:       filepath.Join(root, "workqueue", "cpumask"),
+		cg:       filepath.Join(root, "cgroup"),
+		proc:     filepath.Join(root, "proc"),
+		state:    filepath.Join(root, "run", "shield.json"),
 	}
 	files := map[string]string{
-		m.online: "0-3",
+		m.online:   "0-3",
+		m.possible: "0-7",
 		filepath.Join(m.irq, "default_smp_affinity"): "f",
 		m.wq: "f",
 		filepath.Join(m.cg, "cgroup.controllers"):                   "cpuset cpu io memory pids",
@@ -173,7 +176,7 @@ func (m *machine) backends(fail func(path, value string) error) backends {
 	b := backends{irq: NewIRQ(m.irq), wq: NewWorkqueue(m.wq), cg: NewCgroupfs(m.cg, "")}
 	b.irq.write, b.wq.write, b.cg.write = write, write, write
 	b.cg.isCgroup2 = func(string) error { return nil }
-	b.cg.proc = m.proc
+	b.cg.proc, b.cg.possible = m.proc, m.possible
 	return b
 }
 

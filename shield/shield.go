@@ -56,6 +56,11 @@ import (
 // DefaultOnline is where the kernel lists the online CPUs.
 const DefaultOnline = "/sys/devices/system/cpu/online"
 
+// DefaultPossible is where the kernel lists the CPUs that may ever come
+// online. A cgroup2 cpuset.cpus of these is, in effect, one of none: the
+// parent's CPUs, now and after CPUs come online.
+const DefaultPossible = "/sys/devices/system/cpu/possible"
+
 // rollbackTimeout bounds a roll back or restore that runs after the
 // caller's context ended: one that ctx's cancellation must not stop, or the
 // machine would stay confined.

@@ -67,18 +67,22 @@ const (
 // root but does not write a unit's cpuset.cpus when its AllowedCPUs= is
 // removed, so the unit's tasks stay on the housekeeping CPUs. So Restore
 // reads every unit's EffectiveCPUs afterwards, and where they are
-// narrower than before the shield, sets every online CPU first (which
-// systemd writes) and then the saved value again, and waits until they
-// widen (ErrStillConfined if they do not).
+// narrower than before the shield, sets every possible CPU first (which
+// systemd writes, and the kernel takes as the parent's CPUs, those that
+// come online later included) and then the saved value again, and waits
+// until they widen (ErrStillConfined if they do not). The unit's cgroup
+// then keeps cpuset.cpus of every possible CPU where it had none: the same
+// in effect.
 //
 // It needs systemd 244 or later on the unified cgroup (v2) hierarchy with
 // the cpuset controller; Check says what is missing.
 type Systemd struct {
-	conn   UnitConn
-	units  []string
-	cgroup string // the cgroup2 mount, for Check
-	online string // the online CPU list file, for Restore
-	settle time.Duration
+	conn     UnitConn
+	units    []string
+	cgroup   string // the cgroup2 mount, for Check
+	online   string // the online CPU list file, for Restore
+	possible string // the possible CPU list file, for Restore
+	settle   time.Duration
 
 	mu     sync.Mutex
 	report string
@@ -108,7 +112,7 @@ func NewSystemd(conn UnitConn, sharedSlice string) *Systemd {
 	if sharedSlice != "" {
 		us = append(us, sharedSlice)
 	}
-	return &Systemd{conn: conn, units: us, cgroup: "/sys/fs/cgroup", online: DefaultOnline, settle: defaultSettle}
+	return &Systemd{conn: conn, units: us, cgroup: "/sys/fs/cgroup", online: DefaultOnline, possible: DefaultPossible, settle: defaultSettle}
 }
 
 // Name is "systemd".
@@ -204,6 +208,10 @@ func (s *Systemd) Restore(ctx context.Context, saved json.RawMessage) error {
 	if err != nil {
 		return fmt.Errorf("shield: systemd: online CPUs: %w", err)
 	}
+	wide, err := cpuset.ReadFile(s.possible)
+	if err != nil {
+		wide = online
+	}
 	var errs []error
 	for _, u := range st.Units {
 		if err := s.conn.SetAllowedCPUs(ctx, u.Unit, u.Allowed); err != nil {
@@ -217,15 +225,15 @@ func (s *Systemd) Restore(ctx context.Context, saved json.RawMessage) error {
 		if u.Effective.IsEmpty() {
 			want = online
 		}
-		wide, err := s.widened(ctx, u.Unit, want)
+		ok, err := s.widened(ctx, u.Unit, want)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if wide {
+		if ok {
 			continue
 		}
-		for _, cpus := range []cpuset.Set{online, u.Allowed} {
+		for _, cpus := range []cpuset.Set{wide, u.Allowed} {
 			if err := s.conn.SetAllowedCPUs(ctx, u.Unit, cpus); err != nil {
 				errs = append(errs, fmt.Errorf("shield: systemd: %w", err))
 			}

@@ -118,7 +118,8 @@ func TestSystemdConfinesTheUnitsAndRestoresAnAdministratorsSetting(t *testing.T)
 	f.SetAllowedCPUs(ctx, "user.slice", cpuset.MustParse("0-1")) // the administrator's
 	f.sets = nil
 	sd := NewSystemd(f, "perflock-shared.slice")
-	sd.online = newMachine(t).online
+	m := newMachine(t)
+	sd.online, sd.possible = m.online, m.possible
 	s := New(t.TempDir()+"/shield.json", sd).WithOnline(sd.online)
 	if err := s.Raise(ctx, cpu0); err != nil {
 		t.Fatal(err)
@@ -152,16 +153,16 @@ func TestSystemdConfinesTheUnitsAndRestoresAnAdministratorsSetting(t *testing.T)
 		}
 	}
 	// user.slice keeps cpuset enabled at the root, so removing the others'
-	// setting wrote nothing: Restore had to write every CPU first.
+	// setting wrote nothing: Restore had to write every possible CPU first.
 	for u, w := range map[string]string{"init.scope": "0-3", "system.slice": "0-3", "user.slice": "0-1", "perflock-shared.slice": "0-3"} {
 		if got := f.effective(t, u); got != w {
 			t.Errorf("after Lower: EffectiveCPUs of %s = %q, want %q", u, got, w)
 		}
 	}
-	if !slices.Contains(f.sets, "system.slice=0-3") {
-		t.Errorf("Restore did not widen system.slice with every CPU: %q", f.sets)
+	if !slices.Contains(f.sets, "system.slice=0-7") {
+		t.Errorf("Restore did not widen system.slice with every possible CPU: %q", f.sets)
 	}
-	if slices.Contains(f.sets, "user.slice=0-3") {
+	if slices.Contains(f.sets, "user.slice=0-7") {
 		t.Errorf("Restore widened user.slice, which its own setting widened: %q", f.sets)
 	}
 }
@@ -171,7 +172,8 @@ func TestSystemdConfinesTheUnitsAndRestoresAnAdministratorsSetting(t *testing.T)
 func TestSystemdRestoreWritesNoMoreThanItMust(t *testing.T) {
 	f := newFakeSystemd("0-3", "init.scope", "system.slice", "user.slice")
 	sd := NewSystemd(f, "")
-	sd.online = newMachine(t).online
+	m := newMachine(t)
+	sd.online, sd.possible = m.online, m.possible
 	s := New(t.TempDir()+"/shield.json", sd).WithOnline(sd.online)
 	if err := s.Raise(ctx, cpuset.MustParse("0-1")); err != nil {
 		t.Fatal(err)
@@ -209,7 +211,8 @@ func TestSystemdRestoreThatDoesNotWidenIsAnError(t *testing.T) {
 	stuck := false
 	f := stuckSystemd{newFakeSystemd("0-3", "system.slice", "user.slice"), &stuck}
 	sd := NewSystemd(f, "")
-	sd.online = newMachine(t).online
+	m := newMachine(t)
+	sd.online, sd.possible = m.online, m.possible
 	state := t.TempDir() + "/shield.json"
 	s := New(state, sd).WithOnline(sd.online)
 	if err := s.Raise(ctx, cpu0); err != nil {
