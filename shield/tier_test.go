@@ -67,7 +67,8 @@ func newTier(t *testing.T) *tier {
 	}
 	tr := &tier{t: t, ctx: ctx, conn: conn, online: online, hk: cpuset.Of(online.CPUs()[0])}
 	if out, err := exec.Command("systemctl", "--version").Output(); err == nil {
-		t.Logf("%s; online CPUs %s, housekeeping %s", bytes.SplitN(out, []byte("\n"), 2)[0], online, tr.hk)
+		possible, _ := os.ReadFile(DefaultPossible)
+		t.Logf("%s; CPUs online %s, possible %s, housekeeping %s", bytes.SplitN(out, []byte("\n"), 2)[0], online, bytes.TrimSpace(possible), tr.hk)
 	}
 	for _, s := range []string{tierShared, tierExclusive} {
 		if err := conn.EnsureSlice(ctx, s); err != nil {
