@@ -11,14 +11,11 @@ import (
 	"github.com/perflock/perflock/internal/cpuset"
 )
 
-// The unit's LoadState values this package acts on: "loaded" is a unit
-// systemd has a definition for (a unit file or a transient unit); others
-// include "not-found", "bad-setting", "error" and "masked".
-const LoadStateLoaded = "loaded"
-
-// LoadState returns unit's LoadState property ("loaded", "not-found", …).
-// systemd answers for any valid unit name, so a unit that does not exist
-// is "not-found", not an error.
+// LoadState returns unit's LoadState property: "loaded" for a unit systemd
+// has a definition for (a unit file or a transient unit), else
+// "not-found", "bad-setting", "error" or "masked". systemd answers for any
+// valid unit name, so a unit that does not exist is "not-found", not an
+// error.
 func (c *Conn) LoadState(ctx context.Context, unit string) (string, error) {
 	p, err := c.c.GetUnitPropertyContext(ctx, unit, "LoadState")
 	if err != nil {
