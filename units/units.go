@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -195,11 +194,10 @@ func (c *Conn) FreezerState(ctx context.Context, unit string) (string, error) {
 // relative to the cgroup root, e.g. "/perflock.slice/x.scope". It is empty
 // for a unit that is not active.
 func (c *Conn) ControlGroup(ctx context.Context, unit string) (string, error) {
-	i := strings.LastIndexByte(unit, '.')
-	if i < 0 || i == len(unit)-1 {
-		return "", fmt.Errorf("units: ControlGroup of %s: no unit type suffix", unit)
+	typ, err := unitType(unit)
+	if err != nil {
+		return "", fmt.Errorf("units: ControlGroup of %s: %w", unit, err)
 	}
-	typ := strings.ToUpper(unit[i+1:i+2]) + unit[i+2:]
 	p, err := c.c.GetUnitTypePropertyContext(ctx, unit, typ, "ControlGroup")
 	if err != nil {
 		return "", fmt.Errorf("units: ControlGroup of %s: %w", unit, err)

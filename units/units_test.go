@@ -36,3 +36,16 @@ func TestParseVersion(t *testing.T) {
 		t.Error("parseVersion accepted a version without a number")
 	}
 }
+
+func TestUnitType(t *testing.T) {
+	for in, want := range map[string]string{"system.slice": "Slice", "init.scope": "Scope", "a.b.service": "Service"} {
+		if got, err := unitType(in); err != nil || got != want {
+			t.Errorf("unitType(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"system", "system."} {
+		if _, err := unitType(bad); err == nil {
+			t.Errorf("unitType(%q) accepted", bad)
+		}
+	}
+}
