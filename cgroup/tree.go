@@ -218,6 +218,9 @@ func readWords(path string) []string {
 // Path returns the tree's cgroup path relative to the mount, such as "/perflock".
 func (t *Tree) Path() string { return t.path }
 
+// Mount returns the cgroup2 mount point the tree is under.
+func (t *Tree) Mount() string { return t.mount }
+
 // Dir returns the tree's directory in the file system, such as "/sys/fs/cgroup/perflock".
 func (t *Tree) Dir() string { return t.dir }
 

@@ -50,6 +50,8 @@ func (s *server) adopt(ctx context.Context) error {
 	if pinned {
 		ev.Pin.Mode = s.pinner.Mode().String()
 	}
+	shielded, serr := s.shield.Adopt()
+	ev.Shield = core.ShieldLeft{Found: shielded, Err: serr}
 	// The freeze (or thaw) and the restore of a pin left behind are done at
 	// once, before serving: nothing may be granted meanwhile.
 	var after []core.Event
@@ -62,6 +64,8 @@ func (s *server) adopt(ctx context.Context) error {
 			after = append(after, core.FreezerDone{Now: s.now()})
 		case core.PinRestore:
 			after = append(after, core.PinDone{Err: s.pinner.Restore(), Now: s.now()})
+		case core.SetShield: // the lowering of a shield no adopted job needs
+			after = append(after, core.ShieldDone{Err: s.shield.Lower(ctx), Now: s.now()})
 		default:
 			s.do(e)
 		}

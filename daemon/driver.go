@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/perflock/perflock/shield"
 )
 
 // Driver is where jobs run: it places a job's first process, says when the
@@ -33,6 +35,9 @@ type Driver interface {
 	// SharedCgroupDir is the cgroup directory all shared jobs live under,
 	// which a run report reads; an error says why there is none.
 	SharedCgroupDir(ctx context.Context) (string, error)
+	// ShieldBackend is where a shield confines the machine's other work:
+	// the driver's units or cgroups; nil for a driver with neither.
+	ShieldBackend() shield.Backend
 	// Close lets go of the driver's resources; the jobs keep running.
 	Close() error
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/perflock/perflock/cgroup"
 	"github.com/perflock/perflock/internal/jobname"
+	"github.com/perflock/perflock/shield"
 )
 
 // cgroupfsDriver places jobs in perflock's own cgroup2 subtree (package
@@ -35,6 +36,12 @@ func openCgroupfs(name string) (Driver, error) {
 		return nil, fmt.Errorf("cgroupfs driver: %w (the cgroup subtree %s: give this one another --cgroup-name)", err, t.Path())
 	}
 	return &cgroupfsDriver{tree: t, claim: claim}, nil
+}
+
+// ShieldBackend confines the other top-level cgroups, and the shared side,
+// through cpuset.cpus.
+func (d *cgroupfsDriver) ShieldBackend() shield.Backend {
+	return shield.NewCgroupfs(d.tree.Mount(), strings.TrimPrefix(d.tree.Path(), "/"))
 }
 
 // Close lets go of the subtree; the jobs keep running.

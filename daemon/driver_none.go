@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/perflock/perflock/shield"
 )
 
 // noneDriver runs jobs as plain processes: the lease is the connection,
@@ -28,6 +30,7 @@ func (noneDriver) SetSharedFrozen(context.Context, bool) error     { return errN
 func (noneDriver) Adopt(context.Context) ([]Adopted, error)        { return nil, nil }
 func (noneDriver) SharedCgroupDir(context.Context) (string, error) { return "", errNoShared }
 func (noneDriver) JobOf(string) (uint64, bool)                     { return 0, false }
+func (noneDriver) ShieldBackend() shield.Backend                   { return nil }
 func (noneDriver) Close() error                                    { return nil }
 func (nonePlacement) CgroupDir(context.Context) (string, error)    { return "", errNoCgroup }
 func (nonePlacement) EnforcesMaxRuntime() bool                     { return false }

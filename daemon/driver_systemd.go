@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +15,9 @@ import (
 
 	"github.com/perflock/perflock/cgroup"
 	"github.com/perflock/perflock/internal/cmdline"
+	"github.com/perflock/perflock/internal/cpuset"
 	"github.com/perflock/perflock/internal/jobname"
+	"github.com/perflock/perflock/shield"
 	"github.com/perflock/perflock/units"
 )
 
@@ -161,6 +162,10 @@ func (d *systemdDriver) Place(ctx context.Context, job JobSpec, pid int) (Placem
 	return scopePlacement{d.conn, d.watch, name}, nil
 }
 
+// ShieldBackend confines init.scope, system.slice, user.slice,
+// machine.slice and the shared slice with runtime AllowedCPUs=.
+func (d *systemdDriver) ShieldBackend() shield.Backend { return shield.NewSystemd(d.conn, SharedSlice) }
+
 // Close ends the driver's D-Bus connection; scopes keep running.
 func (d *systemdDriver) Close() error {
 	if d.watch != nil {
@@ -279,31 +284,15 @@ func (p scopePlacement) Stop(ctx context.Context, grace time.Duration) error {
 	return p.conn.Stop(sctx, p.name)
 }
 
-// cpuMask turns a cpuset list ("0-3,8") into systemd's AllowedCPUs bytes:
-// little-endian, byte i holds CPUs 8i…8i+7.
+// cpuMask turns a CPU list ("0-3,8") into systemd's AllowedCPUs bytes
+// (package cpuset); an empty list is an error.
 func cpuMask(list string) ([]byte, error) {
-	var mask []byte
-	for _, part := range strings.Split(list, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil || a < 0 {
-			return nil, fmt.Errorf("bad CPU %q", part)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil || b < a {
-				return nil, fmt.Errorf("bad CPU range %q", part)
-			}
-		}
-		if b >= 8192 {
-			return nil, fmt.Errorf("CPU %d out of range", b)
-		}
-		for c := a; c <= b; c++ {
-			for len(mask) <= c/8 {
-				mask = append(mask, 0)
-			}
-			mask[c/8] |= 1 << (c % 8)
-		}
+	set, err := cpuset.Parse(list)
+	if err != nil {
+		return nil, err
 	}
-	return mask, nil
+	if set.IsEmpty() {
+		return nil, fmt.Errorf("no CPU in %q", list)
+	}
+	return set.Mask(), nil
 }

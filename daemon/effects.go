@@ -21,6 +21,8 @@ func (s *server) do(e core.Effect) {
 		s.pinSet(e.Mode)
 	case core.PinRestore:
 		s.pinRestore()
+	case core.SetShield:
+		s.setShield(e.On)
 	case core.PlaceJob:
 		s.placeJob(e)
 	case core.WatchEmpty:

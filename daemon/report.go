@@ -8,6 +8,7 @@ import (
 
 	"github.com/perflock/perflock/cgroup"
 	"github.com/perflock/perflock/daemon/core"
+	"github.com/perflock/perflock/internal/cpuset"
 	"github.com/perflock/perflock/proto"
 )
 
@@ -86,6 +87,9 @@ func (s *server) sendReport(e core.SendReport) {
 		return
 	}
 	sh := shieldRun{cpus: s.cfg.Shield, on: e.Shielded, why: e.NoShield}
+	if s.shieldWhy != "" {
+		sh.why = s.shieldWhy
+	}
 	s.goFn(func() {
 		rep := buildReport(start, start.next(), e.Job, driver, policy, e.FrozenJobs)
 		reportShield(rep, start, start.next(), sh)
@@ -170,7 +174,7 @@ func reportShield(rep *proto.Report, start, end *runSample, sh shieldRun) {
 		}
 		rep.Unavailable["shield"] = w
 	}
-	mask, err := cpuMask(sh.cpus)
+	hk, err := cpuset.Parse(sh.cpus)
 	switch {
 	case sh.cpus == "":
 		why("no shield: perflockd runs without one (perflockd --shield CPUS)")
@@ -184,7 +188,7 @@ func reportShield(rep *proto.Report, start, end *runSample, sh shieldRun) {
 	}
 	var other time.Duration
 	for cpu, busy := range end.machine.PerCPU {
-		if cpu/8 < len(mask) && mask[cpu/8]&(1<<(cpu%8)) != 0 {
+		if hk.Contains(cpu) {
 			continue
 		}
 		other += max(busy-start.machine.PerCPU[cpu], 0)

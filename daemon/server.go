@@ -16,7 +16,9 @@ import (
 	"github.com/perflock/perflock/daemon/core"
 	"github.com/perflock/perflock/governor"
 	"github.com/perflock/perflock/internal/atomicfile"
+	"github.com/perflock/perflock/internal/cpuset"
 	"github.com/perflock/perflock/lockq"
+	"github.com/perflock/perflock/shield"
 )
 
 // server is the shell around the core. Loop-owned fields are touched only
@@ -32,13 +34,17 @@ type server struct {
 	wg     sync.WaitGroup
 	obs    Observer // the metrics, or a no-op
 	pinner *governor.Pinner
-	state  *runState // set before the loop; read-only after but for reserve
-	ln     *net.UnixListener
-	mln    net.Listener
-	unlock func()
-	sockID socketID // the socket file made, zero with socket activation
-	connID atomic.Uint64
-	adm    admission // the accept goroutine's: open connections per user
+	shield *shield.Shield
+	hk     cpuset.Set // the housekeeping CPUs of a shield that can work
+	// shieldWhy says why --shield was asked for and cannot work, for reports.
+	shieldWhy string
+	state     *runState // set before the loop; read-only after but for reserve
+	ln        *net.UnixListener
+	mln       net.Listener
+	unlock    func()
+	sockID    socketID // the socket file made, zero with socket activation
+	connID    atomic.Uint64
+	adm       admission // the accept goroutine's: open connections per user
 
 	// Loop-owned.
 	core       *core.Core
@@ -73,6 +79,7 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 		cfg: cfg, log: cfg.Logger, drv: drv, base: time.Now(), obs: obs, state: st, history: hist,
 		events: make(chan func(), 256),
 		pinner: governor.New(cfg.CpufreqRoot, cfg.GovernorState),
+		shield: newShield(cfg.RunDir, drv),
 		conns:  map[core.ConnID]*conn{},
 		users:  map[uint32]string{}, adm: admission{by: map[uint32]int{}},
 		places: map[lockq.Ticket]*place{}, watchers: map[*conn]struct{}{},
@@ -83,7 +90,7 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 	s.idleSince = s.base
 	now := s.now()
 	ccfg := core.Config{
-		Policy: cfg.Policy, CanFreeze: drv.CanFreeze(), Shield: cfg.Shield != "",
+		Policy: cfg.Policy, CanFreeze: drv.CanFreeze(),
 		MaxWaiting: cfg.MaxWaiting, MaxExclusiveRuntime: core.Duration(cfg.MaxExclusiveRuntime),
 		TicketMark: st.started, Rejoinable: saved.tickets, RejoinUntil: core.Add(now, core.Duration(rejoinWindow)),
 		RejoinAfter: st.started, // nothing is known to have waited that was not saved
@@ -99,6 +106,8 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 	if cfg.Policy == lockq.Freeze && !drv.CanFreeze() {
 		cfg.Logger.Warn("driver cannot freeze: shared jobs are drained instead", "driver", drv.Name())
 	}
+	s.checkShield(ctx)
+	ccfg.Shield = !s.hk.IsEmpty()
 	s.core = core.New(ccfg)
 	return s
 }

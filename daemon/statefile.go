@@ -3,12 +3,13 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/perflock/perflock/internal/ownfile"
 )
 
 // errUntrusted: a file or folder where the daemon keeps its state (the run
@@ -22,14 +23,12 @@ var errUntrusted = errors.New("daemon: not perflockd's own")
 // there is no such file, errUntrusted when the file is not the daemon's
 // own.
 func readStateFile(path string) ([]byte, error) {
-	f, err := openStateFile(path)
-	if err != nil {
-		return nil, err
+	b, err := ownfile.Read(path)
+	if errors.Is(err, ownfile.ErrUntrusted) {
+		return nil, fmt.Errorf("%w: %w", errUntrusted, err)
 	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
 	if err != nil {
-		return nil, fmt.Errorf("daemon: read %s: %w", path, err)
+		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	return b, nil
 }

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/perflock/perflock/internal/atomicfile"
+	"github.com/perflock/perflock/internal/ownfile"
 )
 
 // DefaultSysfs is where the kernel shows the CPUs.
@@ -434,33 +434,17 @@ func (p *Pinner) Adopt() (bool, error) {
 	return true, nil
 }
 
-// readOwn reads a state file only if this process may believe it: a
-// regular file with one link, not a symlink, of this process's effective
-// uid, that group and others may not write. A state file planted by
-// someone else (a state folder beside a socket in /tmp) would otherwise
-// choose what a root daemon writes to every CPU.
-func readOwn(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
-		return nil, fmt.Errorf("%w %s: not this daemon's own (uid %d, mode %o, %d links): check the CPU frequency settings, then remove it",
-			ErrState, path, st.Uid, st.Mode&0o7777, st.Nlink)
-	}
-	return io.ReadAll(f)
-}
-
 // loadState reads the state file: nil if there is none.
 func (p *Pinner) loadState() (*State, error) {
-	b, err := readOwn(p.statePath)
+	// Only a file of its own: one someone else planted (a state folder
+	// beside a socket in /tmp) would choose what a root daemon writes to
+	// every CPU.
+	b, err := ownfile.Read(p.statePath)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
+	}
+	if errors.Is(err, ownfile.ErrUntrusted) {
+		return &State{}, fmt.Errorf("%w: %w: check the CPU frequency settings, then remove it", ErrState, err)
 	}
 	if err != nil {
 		return &State{}, fmt.Errorf("governor: %w", err)

@@ -30,7 +30,7 @@ func NewPerflockd() *cobra.Command {
 		idleExit, maxExclusiveRuntime                           time.Duration
 		maxWaiting, maxConns, maxConnsPerUser                   int
 		sharedQuota                                             float64
-		sharedCPUs                                              string
+		sharedCPUs, shieldCPUs                                  string
 		sharedMemHigh                                           uint64
 		metricsAddr                                             string
 	)
@@ -72,6 +72,24 @@ SOCKET
   --socket, or PERFLOCK_SOCKET; otherwise /run/perflock/perflock.sock when run as
   root, else the per-user socket the commands use ($XDG_RUNTIME_DIR/perflock/perflock.sock,
   or /tmp/perflock-$UID/perflock.sock).
+
+SHIELD
+  --shield CPUS (off by default): while an exclusive or group job of the machine
+  runs, everything else on the machine keeps to the housekeeping CPUS, and the job
+  keeps every CPU. Under systemd: runtime AllowedCPUs= on init.scope, system.slice,
+  user.slice, machine.slice and perflock-shared.slice; under cgroupfs: cpuset.cpus
+  of the other top-level cgroups, where the cgroup2 tree offers the cpuset
+  controller. Interrupts (/proc/irq/*/smp_affinity_list) and unbound kernel work
+  (the workqueue cpumask) follow where the kernel lets them. The earlier values,
+  an administrator's own included, are saved to shield.json beside the socket
+  before anything changes and put back when the last such job ends; a perflockd
+  killed meanwhile is replaced by one that keeps the shield while the job it adopts
+  runs, and lowers it after. It cannot move per-CPU kernel threads, nor what
+  boot-time isolcpus= or nohz_full= would; processes in the root cgroup stay where
+  they are under cgroupfs. Where no shield can work (the none driver; a hybrid
+  cgroup host whose cgroup2 tree has no cpuset), perflockd says so at start and
+  serves without one; perfrun --report says "no shield" and why. wholock marks a
+  shielded job.
 
 DRIVERS
   systemd   each job in a transient scope: perfrun jobs in perflock-exclusive.slice with
@@ -136,7 +154,7 @@ EXIT STATUS
 				IdleExit: idleExit, MaxWaiting: maxWaiting, Logger: log,
 				MaxConns: maxConns, MaxConnsPerUser: maxConnsPerUser,
 				Throttle:    daemon.Throttle{CPUQuota: sharedQuota / 100, CPUs: sharedCPUs, MemoryHigh: sharedMemHigh},
-				CpufreqRoot: cpufreqRoot,
+				CpufreqRoot: cpufreqRoot, Shield: shieldCPUs,
 			}
 			if maxExclusiveRuntime < 0 {
 				return usageError{fmt.Errorf("--max-exclusive-runtime must not be negative")}
@@ -195,6 +213,7 @@ EXIT STATUS
 	f.DurationVar(&idleExit, "idle-exit", 0, "exit after this long with no job and no client (0: never)")
 	f.DurationVar(&maxExclusiveRuntime, "max-exclusive-runtime", 0, "stop exclusive and group jobs that have run `DURATION` (a job's own --max-runtime may be shorter; 0: no cap); e.g. 4h")
 	f.Float64Var(&sharedQuota, "shared-cpu-quota", 0, "systemd: cap each pls job at `PERCENT` of one CPU (CPUQuota=; 0: no cap)")
+	f.StringVar(&shieldCPUs, "shield", "", "while an exclusive or group job runs, confine all other work to the housekeeping `CPUS` (e.g. 0, or 0-1; default: no shield; see SHIELD)")
 	f.StringVar(&sharedCPUs, "shared-cpus", "", "systemd: run pls jobs only on these `CPUS` (AllowedCPUs=, e.g. 0-3)")
 	f.Uint64Var(&sharedMemHigh, "shared-memory-high", 0, "systemd: MemoryHigh= of each pls job in `BYTES` (0: none)")
 	f.StringVar(&cpufreqRoot, "cpufreq-root", governor.DefaultSysfs, "the sysfs `PATH` of the CPUs whose cpufreq settings perfrun --governor pins, for containers and tests")
