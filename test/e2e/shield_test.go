@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -71,8 +72,13 @@ func TestSystemdShieldConfinesOtherWorkWhileAnExclusiveJobRuns(t *testing.T) {
 		systemctl(t, "set-property", "--runtime", "user.slice", "AllowedCPUs=")
 	})
 	restart()
-	systemctl(t, "run", "--unit=perflock-plain", "-p", "User="+secondUser, "sleep", "600")
+	if out, err := exec.Command("systemd-run", "--unit=perflock-plain", "-p", "User="+secondUser, "sleep", "600").CombinedOutput(); err != nil {
+		t.Fatalf("systemd-run: %v: %s", err, out)
+	}
 	hog := show(t, "perflock-plain.service", "MainPID")
+	if cpusAllowed(hog) != all {
+		t.Fatalf("the plain process %s has Cpus_allowed_list %q before the job, want %s", hog, cpusAllowed(hog), all)
+	}
 	sysBefore := show(t, "system.slice", "AllowedCPUs")
 
 	x := e.job("perfrun", "X", nil)
