@@ -171,6 +171,9 @@ func (c *conn) writeAll(msgs []proto.Msg, watching bool) bool {
 func (c *conn) shut() bool {
 	c.mu.Lock()
 	empty := len(c.outbox) == 0
+	if empty {
+		c.writing = false // all is written: this writer ends
+	}
 	c.mu.Unlock()
 	if empty {
 		c.nc.CloseWrite()
@@ -382,8 +385,24 @@ func (c *conn) readFailed(err error) {
 	}
 }
 
-// drain waits, bounded, for the writer to flush a final message.
+// drain waits for the writer to flush the final messages, bounded: by
+// handshakeTimeout once nothing is left to write, and while the writer
+// writes, by its own deadlines (a long listing to a slow reader takes as
+// long as it takes).
 func (c *conn) drain() {
-	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	io.Copy(io.Discard, io.LimitReader(c.nc, proto.MaxMessage))
+	left := int64(proto.MaxMessage)
+	for left > 0 {
+		c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+		n, err := io.Copy(io.Discard, io.LimitReader(c.nc, left))
+		left -= n
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		}
+		c.mu.Lock()
+		writing := c.writing && !c.dead
+		c.mu.Unlock()
+		if !writing {
+			return
+		}
+	}
 }

@@ -34,6 +34,7 @@ import (
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/perflock/perflock/internal/atomicfile"
 	"github.com/perflock/perflock/lockq"
 )
 
@@ -265,6 +266,11 @@ func (s *server) serve() error {
 		s.cfg.OnReady()
 	}
 	sdnotify.SdNotify(false, sdnotify.SdNotifyReady+"\nSTATUS=idle")
+	// The waiting file says from now on which tickets this daemon handed
+	// out: after a crash, those above its mark may rejoin, however soon.
+	if err := atomicfile.WriteFile(filepath.Join(s.cfg.RunDir, waitersFile), encodeWaiters(s.core.Waiters(), s.core.LastTicket(), false), 0o600); err != nil {
+		log.Warn("saving the waiting requests; after a restart they cannot rejoin at their places", "err", err)
+	}
 	defer s.shutdown()
 	s.goFn(s.accept)
 	return s.loop()

@@ -3,8 +3,10 @@ package daemon
 import (
 	"context"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/perflock/perflock/lockq"
 	"github.com/perflock/perflock/proto"
@@ -49,7 +51,7 @@ func (d *gatedDriver) order() []string {
 // start.
 func TestExclusivePlacementGoesBeforeWaitingSharedOnes(t *testing.T) {
 	d := &gatedDriver{made: make(chan struct{}, 16), gate: make(chan struct{})}
-	sock := startDaemon(t, Config{Policy: lockq.Freeze, drv: d})
+	srv, sock := startServer(t, Config{Policy: lockq.Freeze, drv: d})
 	child := func() int {
 		c := exec.Command("sleep", "1000")
 		if err := c.Start(); err != nil {
@@ -75,6 +77,7 @@ func TestExclusivePlacementGoesBeforeWaitingSharedOnes(t *testing.T) {
 	x.expect(proto.TGranted) // the shared jobs are frozen (as a whole)
 	x.send(proto.Msg{Type: proto.TPlace, PID: child()})
 	waitList(t, sock, "1:frozen 2:frozen 3:frozen 4:frozen 5:granted")
+	waitPhases(t, srv, "s-1:placing s-2:placing s-3:place-queued s-4:place-queued x-5:place-queued")
 	for range shared - 2 + 1 {
 		d.gate <- struct{}{}
 		<-d.made
@@ -141,5 +144,27 @@ func TestPlacementOfALeftClientIsDropped(t *testing.T) {
 	waitList(t, sock, "1:running 2:running")
 	if got := d.order(); len(got) != 2 {
 		t.Fatalf("Place calls %v: the left client's job was placed", got)
+	}
+}
+
+// waitPhases polls the core's phases, read on the loop, until they read
+// want: a place message is handled after the client sent it.
+func waitPhases(t *testing.T, s *server, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var got []string
+		inLoop(s, func() {
+			for _, v := range s.core.Jobs() {
+				got = append(got, v.Name+":"+v.Phase.String())
+			}
+		})
+		if strings.Join(got, " ") == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("phases %q, want %q", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
