@@ -166,7 +166,14 @@ func (b *bench) startHost(ctx context.Context, key daemonKey) (*daemon, error) {
 	if key.shield != "" {
 		name += "-shield"
 	}
-	d := &daemon{key: key, sock: filepath.Join(b.dir, name+".sock"), since: time.Now()}
+	// A folder each: perflockd keeps its state (tickets, waiting requests,
+	// job records) beside its socket, and a daemon that found another's
+	// there would take it for its own earlier run.
+	sockDir := filepath.Join(b.dir, name)
+	if err := os.MkdirAll(sockDir, 0o755); err != nil {
+		return nil, err
+	}
+	d := &daemon{key: key, sock: filepath.Join(sockDir, "perflock.sock"), since: time.Now()}
 	args := []string{"--socket", d.sock, "--driver", key.driver, "--policy", key.policy,
 		"--max-waiting", "20000", "--max-conns", "20010", "--max-conns-per-user", "20010", "--log-level", "info"}
 	if key.driver == "cgroupfs" {
