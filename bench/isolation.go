@@ -37,10 +37,10 @@ type isoConfig struct {
 // Names the flags take, in the order the page shows them.
 var (
 	isoWorkloadNames   = []string{"arith", "stream", "chase"}
-	isoBackgroundNames = []string{"idle", "plain", "nice", "sched-idle", "pls-freeze", "pls-drain", "shield"}
+	isoBackgroundNames = []string{"idle", "perfrun", "plain", "nice", "sched-idle", "pls-freeze", "pls-drain", "shield"}
 	// isoDefaultBackgrounds leaves out pls-drain: a drained hog is gone, not
 	// isolated, and the stream of finite jobs it needs costs a minute.
-	isoDefaultBackgrounds = []string{"idle", "plain", "nice", "sched-idle", "pls-freeze", "shield"}
+	isoDefaultBackgrounds = []string{"idle", "perfrun", "plain", "nice", "sched-idle", "pls-freeze", "shield"}
 )
 
 // pickNames parses a comma-separated list of names from known ("" : def).
@@ -315,6 +315,8 @@ func plural(n int) string {
 func (b *bench) isoBackgrounds(cfg isoConfig) []isoBackground {
 	all := map[string]isoBackground{
 		"idle": {key: "idle", name: "alone (idle machine)", short: "alone", about: "nothing else runs"},
+		"perfrun": {key: "perfrun", name: "alone, under perfrun", short: "alone, under perfrun", perflock: true, accent: true,
+			daemon: daemonKey{policy: "freeze"}, about: "no hogs, the workload under `perfrun` (freeze policy): what perfrun and the job's cgroup cost the workload itself"},
 		"plain": {key: "plain", name: "plain hogs", short: "plain hogs", hogs: true, sched: "normal",
 			about: "the hogs are ordinary processes, as a colleague's build or a cron job is"},
 		"nice": {key: "nice", name: "hogs under nice -n 19", short: "hogs under nice -n 19", hogs: true, hog: []string{"nice", "-n", "19"}, sched: "normal",
