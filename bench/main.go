@@ -147,7 +147,7 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	t0 := time.Now()
-	var failed []string
+	var failed, loads []string
 	for _, s := range scenarios {
 		if len(want) > 0 && !want[s.name] {
 			continue
@@ -157,7 +157,10 @@ func run(ctx context.Context, args []string) error {
 		}
 		st := time.Now()
 		progress("== %s", s.name)
-		if err := s.fn(ctx); err != nil {
+		load0 := load1()
+		err := s.fn(ctx)
+		loads = append(loads, fmt.Sprintf("%s %s → %s", s.name, load0, load1()))
+		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return err
 			}
@@ -170,7 +173,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	elapsed := time.Since(t0).Round(time.Second).String()
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
-		b.report.notes = append(b.report.notes, "Load average when the run ended: "+strings.Join(strings.Fields(string(la))[:3], " ")+".")
+		b.report.notes = append(b.report.notes, "Load average when the run ended: "+strings.Join(strings.Fields(string(la))[:3], " ")+
+			"; the 1-minute figure at each scenario's start → end: "+strings.Join(loads, ", ")+
+			". A scenario's own processes count too (an isolation run is one workload and its hogs), but a figure well above them means other work ran meanwhile.")
 	}
 	title, intro := "Benchmarks", hostIntro
 	if *systemd {
@@ -186,6 +191,15 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("scenarios failed: %s", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// load1 is the 1-minute load average, "?" when unknown.
+func load1() string {
+	la, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(la)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 const hostIntro = "perflock measured beside what people use today — flock(1), plain processes, `nice`, SCHED_IDLE — in one run on one machine. " +
