@@ -515,11 +515,11 @@ func (b *bench) isolation(ctx context.Context) error {
 		hogRule = fmt.Sprintf("%d hogs beside every workload (-hogs)", cfg.hogs)
 	}
 	b.report.add(section{title: "5. Isolation", body: []string{
-		fmt.Sprintf("Three workloads, each calibrated to about %s when the machine is idle and timed inside its own process (its memory allocated and touched first, not timed):\n\n"+
+		fmt.Sprintf("Three workloads, each calibrated to about %s when the machine is idle and timed inside its own process (its memory mapped, on huge pages where the kernel offers them, and touched first, not timed):\n\n"+
 			"- **arithmetic**: integer xorshift rounds on 1 thread, no memory traffic.\n"+
 			"- **memory bandwidth**: %d thread%s, each writing one word of every cache line of its own %d MiB buffer, pass after pass (%d MiB in all).\n"+
 			"- **cache**: 1 thread following a random cyclic chain through the cache lines of %d MiB: every load depends on the previous one.\n\n"+
-			"Beside them, hogs: each streams over a buffer of its own (%d MiB), one CPU each; %s. Sizes come from the cache: %s. "+
+			"Beside them, hogs: each streams over a buffer of its own (%d MiB) as the bandwidth workload does, one CPU each; %s. Sizes come from the cache: %s. "+
 			"The backgrounds, every workload and background interleaved, %d repetitions; ratios are to the same workload alone, measured in the same run:",
 			cfg.target, cfg.streamThreads, plural(cfg.streamThreads), cfg.streamMiB, cfg.streamThreads*cfg.streamMiB, cfg.chaseMiB, cfg.hogMiB, hogRule, sizes, reps),
 		strings.Join(about, "\n"),

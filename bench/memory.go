@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,9 +28,24 @@ const envReady = "PERFLOCK_BENCH_READY"
 // lineWords is how many uint64 fill a 64-byte cache line.
 const lineWords = 8
 
-// touched allocates mib MiB and writes every page of it.
+// anonMem maps n bytes of anonymous memory, backed by huge pages where
+// the kernel offers them (transparent huge pages, always or madvise): so
+// the TLB does not decide a workload's speed, and a run does not depend on
+// whether the Go heap happened to get huge pages. It is never unmapped: the
+// helpers exit when done.
+func anonMem(n int) []byte {
+	m, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		panic(fmt.Sprintf("mmap %d bytes: %v", n, err))
+	}
+	unix.Madvise(m, unix.MADV_HUGEPAGE) // not offered: small pages
+	return m
+}
+
+// touched maps mib MiB (anonMem) and writes every page of it.
 func touched(mib int) []uint64 {
-	buf := make([]uint64, mib<<20/8)
+	m := anonMem(mib << 20)
+	buf := unsafe.Slice((*uint64)(unsafe.Pointer(&m[0])), len(m)/8)
 	for i := 0; i < len(buf); i += 4096 / 8 {
 		buf[i] = 1
 	}
@@ -93,7 +109,8 @@ func chaseRing(mib int) []uint32 {
 		j := r.IntN(i)
 		order[i], order[j] = order[j], order[i]
 	}
-	ring := make([]uint32, lines*lineU32)
+	m := anonMem(lines * 64)
+	ring := unsafe.Slice((*uint32)(unsafe.Pointer(&m[0])), lines*lineU32)
 	for i := range order {
 		ring[order[i]*lineU32] = order[(i+1)%lines] * lineU32
 	}
