@@ -181,6 +181,7 @@ type isoWorkload struct {
 	key, name string
 	threads   int
 	args      func(file string) []string // the helper's command line, calibrated
+	alone     string                     // its pace alone, from the calibration, for the page
 }
 
 // isoBackground is what runs beside the workload.
@@ -283,7 +284,9 @@ func (b *bench) isoWorkloads(ctx context.Context, cfg isoConfig) ([]isoWorkload,
 				return nil, fmt.Errorf("calibrate %s: %w", key, err)
 			}
 			passes := strconv.Itoa(max(1, int(math.Round(target/(ns/2/1e9)))))
+			gibs := float64(cfg.streamThreads*cfg.streamMiB) / 1024 / (ns / 2 / 1e9)
 			out = append(out, isoWorkload{key: key, name: fmt.Sprintf("memory bandwidth, %d thread%s × %d MiB", cfg.streamThreads, plural(cfg.streamThreads), cfg.streamMiB),
+				alone:   fmt.Sprintf("alone, the bandwidth workload went through %s GiB/s of cache lines (each read and written back)", svg.Format(gibs)),
 				threads: cfg.streamThreads, args: func(f string) []string {
 					return []string{b.self, modeStream, t, mib, passes, f}
 				}})
@@ -296,12 +299,24 @@ func (b *bench) isoWorkloads(ctx context.Context, cfg isoConfig) ([]isoWorkload,
 			}
 			steps := strconv.FormatInt(max(1, int64(target/(ns/probe/1e9))), 10)
 			out = append(out, isoWorkload{key: key, name: fmt.Sprintf("cache: pointer chase over %d MiB, 1 thread", cfg.chaseMiB),
+				alone:   chasePace(ns / probe),
 				threads: 1, args: func(f string) []string {
 					return []string{b.self, modeChase, mib, steps, f}
 				}})
 		}
 	}
 	return out, nil
+}
+
+// chasePace says, for the page, what a pointer-chase step of ns
+// nanoseconds means: a load served by the L3 takes some 10 to 50 ns, one
+// from memory about 100 or more.
+func chasePace(ns float64) string {
+	s := fmt.Sprintf("the pointer chase took %s ns a step", svg.Format(ns))
+	if ns >= 80 {
+		return s + ", a load from memory, not from a cache (some 10 to 50 ns): here the chain does not stay in the cache even alone, so hogs cannot evict it"
+	}
+	return s + ", a load from the cache (one from memory takes about 100 ns or more)"
 }
 
 func plural(n int) string {
@@ -506,6 +521,16 @@ func (b *bench) isolation(ctx context.Context) error {
 		b.report.goals = append(b.report.goals, g)
 	}
 
+	var paces []string
+	for _, wl := range wls {
+		if wl.alone != "" {
+			paces = append(paces, wl.alone)
+		}
+	}
+	pace := ""
+	if len(paces) > 0 {
+		pace = "Calibrated here: " + strings.Join(paces, "; ") + "."
+	}
 	var about []string
 	for _, bg := range bgs {
 		about = append(about, fmt.Sprintf("- **%s**: %s.", bg.name, bg.about))
@@ -524,6 +549,7 @@ func (b *bench) isolation(ctx context.Context) error {
 			cfg.target, cfg.streamThreads, plural(cfg.streamThreads), cfg.streamMiB, cfg.streamThreads*cfg.streamMiB, cfg.chaseMiB, cfg.hogMiB, hogRule, sizes, reps),
 		strings.Join(about, "\n"),
 		b.report.markdown(t), img,
+		pace,
 		b.isoWhere(),
 		"Scheduler priorities give the workload its CPU back when a hog shares it (pass `-hogs` above the free CPUs to see that: `nice -n 19` hogs get a weight of 15 against 1024, SCHED_IDLE less), " +
 			"but hogs on the other CPUs take what those CPUs share with the workload's: cache, memory bandwidth, SMT siblings, the turbo and thermal budget. " +
