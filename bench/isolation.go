@@ -314,7 +314,7 @@ func (b *bench) isoWorkloads(ctx context.Context, cfg isoConfig) ([]isoWorkload,
 func chasePace(ns float64) string {
 	s := fmt.Sprintf("the pointer chase took %s ns a step", svg.Format(ns))
 	if ns >= 80 {
-		return s + ", a load from memory, not from a cache (some 10 to 50 ns): here the chain does not stay in the cache even alone, so hogs cannot evict it"
+		return s + ", a load from memory, not from a cache (some 10 to 50 ns): here the chain does not stay in the cache even alone, so what hogs slow is its way to memory, not its cache"
 	}
 	return s + ", a load from the cache (one from memory takes about 100 ns or more)"
 }
