@@ -571,13 +571,14 @@ func (b *bench) isoWhere() string {
 	}
 	vm := ""
 	if m.VM {
-		vm = fmt.Sprintf(", a virtual machine whose %d vCPUs share what the hypervisor decides", m.Cores)
+		vm = ", a virtual machine: its hypervisor decides what the vCPUs share"
 	}
-	return fmt.Sprintf("**Measured on %d CPUs%s: one hog beside a one-thread workload. So small a machine mutes cache and memory-bandwidth effects**: "+
-		"the figures that matter come from a many-core host, where many hogs share one L3 and one memory controller with the workload. "+
-		"On a 16-core host (300 MiB L3, 12 streaming hogs, measured separately, not by this run), the bandwidth-bound workload slowed 1.65× beside plain hogs, "+
+	return fmt.Sprintf("**Measured on %d CPUs%s.** So few CPUs leave room for few hogs: that says little about a big machine, "+
+		"where many hogs share one L3 and one memory controller with a workload of several threads, and a machine this small mutes cache effects "+
+		"(see the chase's pace above); how much memory bandwidth one hog takes depends on the host beneath. "+
+		"On a 16-core host (300 MiB L3, 12 streaming hogs; measured separately, not by this run) a 4-thread bandwidth-bound workload slowed 1.65× beside plain hogs, "+
 		"1.78× under nice, 1.44× under SCHED_IDLE and 0.96× as frozen pls jobs; the pointer chase 1.95×, 2.04×, 2.08× and 1.04×. "+
-		"`make bench-static` builds what it takes to run this page there.", m.Cores, vm)
+		"`make bench-static` builds what it takes to run this page on such a machine.", m.Cores, vm)
 }
 
 // isoGoal is the goal row for one background over the workloads: met when
