@@ -4,7 +4,7 @@ BIN     ?= bin
 CMDS    := perfrun pls wholock perflockd
 GOFLAGS ?=
 
-.PHONY: all build test test-race check bench cover fmt vet help docs deb install soak fuzz
+.PHONY: all build test test-race check bench bench-static cover fmt vet help docs deb install soak fuzz
 
 all: build
 
@@ -60,6 +60,13 @@ bench: ## lockq micro-benchmarks, then the scenarios against flock(1): writes do
 	$(MAKE) --no-print-directory build
 	$(GO) test -run '^$$' -bench . -benchmem ./lockq/
 	$(GO) run ./bench -bin $(BIN)
+
+STATIC  ?= $(BIN)/static
+bench-static: ## static binaries (CGO_ENABLED=0; GOARCH= for another CPU) of the commands and the bench program in bin/static, to run the bench on a machine without Go: see docs/benchmarks.md
+	@mkdir -p $(STATIC)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(STATIC)/ $(addprefix ./cmd/,$(CMDS))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.buildCommit=$$(git describe --always --dirty 2>/dev/null)" -o $(STATIC)/bench ./bench
+	@echo "copy $(STATIC) to the machine, then as root there: ./bench -bin . -note 'what the machine is' (writes docs/benchmarks.md and docs/bench/*.svg)"
 
 bench-systemd: ## the bench scenarios under systemd in a QEMU bookworm guest: writes docs/bench/systemd-bookworm.md (ratios only)
 	PERFLOCK_VM_BENCH=1 PERFLOCK_VM_SUITES=bookworm PERFLOCK_VM_TIMEOUT=1800 GO=$(GO) test/vm/run

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,15 +32,50 @@ type bench struct {
 	systemd bool   // the daemon is perflockd.service under systemd
 	quick   bool   // fewer repetitions (a smoke run)
 	cores   int
+	iso     isoConfig // the isolation scenario's flags
 
 	mu      sync.Mutex
 	daemons map[daemonKey]*daemon
 	current *daemon // systemd: the one configuration the service runs now
+	hogSets int     // sets of hogs started so far (names their ready sockets)
 
 	report *report
 }
 
-type daemonKey struct{ driver, policy, tag string }
+// daemonKey is a daemon's configuration: driver, policy, a tag for a daemon
+// of a scenario's own, and the CPUs of --shield ("" for none).
+type daemonKey struct{ driver, policy, tag, shield string }
+
+// errRefused: perflockd exited before serving (an unknown flag, a
+// configuration this machine cannot give). A refusal says why, in
+// perflockd's words.
+var errRefused = errors.New("perflockd refused to start")
+
+// refusal is an errRefused with perflockd's reason.
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string { return errRefused.Error() + ": " + r.reason }
+func (r *refusal) Unwrap() error { return errRefused }
+
+// refusalReason is what perflockd said last before it exited: the last
+// line of its output that is not a hint to --help, without the program's
+// name.
+func refusalReason(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if l == "" || strings.HasPrefix(l, "Run '") {
+			continue
+		}
+		l = strings.TrimPrefix(l, "perflockd: ")
+		l = strings.TrimPrefix(l, "Error: ")
+		if len(l) > 300 {
+			l = l[:300] + "…"
+		}
+		return l
+	}
+	return "no reason given"
+}
 
 // daemon is one perflockd serving sock.
 type daemon struct {
@@ -46,6 +83,7 @@ type daemon struct {
 	sock   string
 	cgName string // cgroupfs subtree
 	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited (host daemons)
 	log    *os.File
 	since  time.Time
 }
@@ -78,16 +116,22 @@ func pickDriver() string {
 // daemon, all running side by side; under systemd there is one service,
 // reconfigured (and restarted) when a different configuration is asked for.
 func (b *bench) daemon(ctx context.Context, driver, policy string) (*daemon, error) {
-	return b.daemonTagged(ctx, driver, policy, "")
+	return b.daemonFor(ctx, daemonKey{driver: driver, policy: policy})
 }
 
 // daemonTagged is daemon, with tag naming a daemon of its own (not shared
 // with the scenarios that ask for no tag).
 func (b *bench) daemonTagged(ctx context.Context, driver, policy, tag string) (*daemon, error) {
-	if driver == "" {
-		driver = b.driver
+	return b.daemonFor(ctx, daemonKey{driver: driver, policy: policy, tag: tag})
+}
+
+// daemonFor returns a perflockd configured as key ("" driver: the run's
+// own), starting it if needed. A daemon that exits before it serves is
+// reported as a *refusal.
+func (b *bench) daemonFor(ctx context.Context, key daemonKey) (*daemon, error) {
+	if key.driver == "" {
+		key.driver = b.driver
 	}
-	key := daemonKey{driver, policy, tag}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.systemd {
@@ -96,6 +140,7 @@ func (b *bench) daemonTagged(ctx context.Context, driver, policy, tag string) (*
 		}
 		d, err := b.startSystemd(ctx, key)
 		if err != nil {
+			b.current = nil // the service runs (or failed with) another configuration now
 			return nil, err
 		}
 		b.current = d
@@ -118,12 +163,25 @@ func (b *bench) startHost(ctx context.Context, key daemonKey) (*daemon, error) {
 	if key.tag != "" {
 		name += "-" + key.tag
 	}
-	d := &daemon{key: key, sock: filepath.Join(b.dir, name+".sock"), since: time.Now()}
+	if key.shield != "" {
+		name += "-shield"
+	}
+	// A folder each: perflockd keeps its state (tickets, waiting requests,
+	// job records) beside its socket, and a daemon that found another's
+	// there would take it for its own earlier run.
+	sockDir := filepath.Join(b.dir, name)
+	if err := os.MkdirAll(sockDir, 0o755); err != nil {
+		return nil, err
+	}
+	d := &daemon{key: key, sock: filepath.Join(sockDir, "perflock.sock"), since: time.Now()}
 	args := []string{"--socket", d.sock, "--driver", key.driver, "--policy", key.policy,
 		"--max-waiting", "20000", "--max-conns", "20010", "--max-conns-per-user", "20010", "--log-level", "info"}
 	if key.driver == "cgroupfs" {
 		d.cgName = fmt.Sprintf("perflock-bench-%d-%s", os.Getpid(), name)
 		args = append(args, "--cgroup-name", d.cgName)
+	}
+	if key.shield != "" {
+		args = append(args, "--shield", key.shield)
 	}
 	f, err := os.Create(filepath.Join(b.dir, name+".log"))
 	if err != nil {
@@ -139,7 +197,12 @@ func (b *bench) startHost(ctx context.Context, key daemonKey) (*daemon, error) {
 		return nil, fmt.Errorf("start perflockd: %w", err)
 	}
 	d.cmd = cmd
-	if err := waitServing(ctx, d.sock, 10*time.Second); err != nil {
+	d.exited = make(chan struct{})
+	go func() { cmd.Wait(); close(d.exited) }()
+	if err := waitServing(ctx, d.sock, 10*time.Second, d.exited); err != nil {
+		if errors.Is(err, errRefused) {
+			err = &refusal{reason: refusalReason(d.logText(ctx))}
+		}
 		d.stopHost()
 		return nil, fmt.Errorf("perflockd %s: %w", name, err)
 	}
@@ -158,10 +221,17 @@ func (b *bench) startSystemd(ctx context.Context, key daemonKey) (*daemon, error
 	if err != nil {
 		exe = filepath.Join(b.bin, "perflockd")
 	}
-	conf := fmt.Sprintf("[Service]\nExecStart=\nExecStart=%s --driver %s --policy %s --max-waiting 20000 --max-conns 20010 --max-conns-per-user 20010\nLimitNOFILE=65536\n", exe, key.driver, key.policy)
+	shield := ""
+	if key.shield != "" {
+		shield = " --shield " + key.shield
+	}
+	conf := fmt.Sprintf("[Service]\nExecStart=\nExecStart=%s --driver %s --policy %s --max-waiting 20000 --max-conns 20010 --max-conns-per-user 20010%s\nLimitNOFILE=65536\n", exe, key.driver, key.policy, shield)
 	if err := os.WriteFile(filepath.Join(dropin, "bench.conf"), []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
+	// A configuration refused earlier (a --shield this guest cannot give)
+	// leaves the service failed, perhaps at its start limit.
+	exec.CommandContext(ctx, "systemctl", "reset-failed", "perflockd.service").Run()
 	for _, args := range [][]string{
 		{"stop", "perflockd.service"},
 		{"daemon-reload"},
@@ -172,14 +242,19 @@ func (b *bench) startSystemd(ctx context.Context, key daemonKey) (*daemon, error
 		}
 	}
 	d := &daemon{key: key, sock: sock, since: time.Now()}
-	if err := waitServing(ctx, sock, 60*time.Second); err != nil {
+	if err := waitServing(ctx, sock, 60*time.Second, nil); err != nil {
+		if key.shield != "" {
+			// The service's refusal is in its journal.
+			return nil, &refusal{reason: refusalReason(d.logText(ctx))}
+		}
 		return nil, err
 	}
 	return d, nil
 }
 
-// waitServing waits until a hello on sock is answered.
-func waitServing(ctx context.Context, sock string, limit time.Duration) error {
+// waitServing waits until a hello on sock is answered. It fails with
+// errRefused as soon as exited (when not nil) is closed.
+func waitServing(ctx context.Context, sock string, limit time.Duration, exited <-chan struct{}) error {
 	deadline := time.Now().Add(limit)
 	for {
 		_, err := hello(sock)
@@ -192,6 +267,8 @@ func waitServing(ctx context.Context, sock string, limit time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-exited:
+			return errRefused
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -244,13 +321,11 @@ func (d *daemon) stopHost() {
 		return
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { d.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-d.exited:
 	case <-time.After(5 * time.Second):
 		d.cmd.Process.Kill()
-		<-done
+		<-d.exited
 	}
 	if d.log != nil {
 		d.log.Close()
@@ -320,8 +395,14 @@ func timed(c *exec.Cmd) (time.Duration, error) {
 type machine struct {
 	Cores                            int
 	Model, Kernel, Date, Commit, GoV string
+	Cache, Memory                    string // the largest CPU cache; total memory
+	VM                               bool   // the CPU flags say hypervisor
 	Driver, Note                     string
 }
+
+// buildCommit is the commit the bench was built from, for a binary that
+// runs away from its repository (make bench-static sets it).
+var buildCommit string
 
 func describeMachine(ctx context.Context, driver string) machine {
 	m := machine{Cores: runtime.NumCPU(), Driver: driver, Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), GoV: runtime.Version()}
@@ -331,12 +412,29 @@ func describeMachine(ctx context.Context, driver string) machine {
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		s := bufio.NewScanner(f)
 		for s.Scan() {
-			if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.Model = strings.TrimSpace(v)
-				break
+			k, v, ok := strings.Cut(s.Text(), ":")
+			if !ok {
+				continue
+			}
+			switch strings.TrimSpace(k) {
+			case "model name":
+				if m.Model == "" {
+					m.Model = strings.TrimSpace(v)
+				}
+			case "flags":
+				m.VM = m.VM || slices.Contains(strings.Fields(v), "hypervisor")
 			}
 		}
 		f.Close()
+	}
+	if mib, level := cacheInfo(); mib > 0 {
+		m.Cache = fmt.Sprintf("L%d, %d MiB", level, mib)
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			m.Memory = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+		}
 	}
 	var u syscall.Utsname
 	if syscall.Uname(&u) == nil {
@@ -344,12 +442,16 @@ func describeMachine(ctx context.Context, driver string) machine {
 	}
 	if out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		m.Commit = strings.TrimSpace(string(out))
-		if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		// docs/ is left out: it holds this program's own earlier output.
+		if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
 			m.Commit += " (with uncommitted changes)"
 		}
 	}
 	if m.Commit == "" {
 		m.Commit = os.Getenv("PERFLOCK_BENCH_COMMIT")
+	}
+	if m.Commit == "" {
+		m.Commit = buildCommit
 	}
 	return m
 }

@@ -37,7 +37,7 @@ func TestHelperModes(t *testing.T) {
 	if ok, err := helperMain([]string{modeWork, "2", "1000", f + "w"}); !ok || err != nil {
 		t.Fatalf("work: %v %v", ok, err)
 	}
-	if n, err := readInt(f + "w"); err != nil || n <= 0 {
+	if _, n, err := readWork(f + "w"); err != nil || n <= 0 {
 		t.Errorf("work wrote %d, %v", n, err)
 	}
 	if ok, _ := helperMain([]string{"-only", "x"}); ok {

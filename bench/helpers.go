@@ -13,10 +13,18 @@ import (
 
 // Helper modes: the bench binary re-executed as a job. Their names start
 // with "__" so they cannot be confused with flags.
+//
+// A workload (__work, __stream, __chase) appends "START NS\n" to FILE: START
+// is when the process began (CLOCK_MONOTONIC ns, comparable with the
+// bench's), NS how long the work took, its preparation (memory allocated
+// and touched) left out.
 const (
-	modeStamp = "__stamp" // __stamp FILE: append "START END\n", CLOCK_MONOTONIC ns
-	modeWork  = "__work"  // __work THREADS ITERS FILE: fixed CPU work, append its ns
-	modeHog   = "__hog"   // __hog DURATION: spin on one CPU (0: forever)
+	modeStamp  = "__stamp"  // __stamp FILE: append "START END\n", CLOCK_MONOTONIC ns
+	modeWork   = "__work"   // __work THREADS ITERS FILE: fixed integer arithmetic
+	modeStream = "__stream" // __stream THREADS MIB PASSES FILE: stream over MIB MiB per thread
+	modeChase  = "__chase"  // __chase MIB STEPS FILE: a random pointer chase over MIB MiB
+	modeHog    = "__hog"    // __hog DURATION: spin on one CPU (0: forever)
+	modeMemHog = "__memhog" // __memhog MIB DURATION normal|idle: stream over MIB MiB (0: forever)
 )
 
 // monoNS is CLOCK_MONOTONIC in nanoseconds, comparable across processes.
@@ -33,9 +41,9 @@ func helperMain(args []string) (bool, error) {
 	if len(args) == 0 {
 		return false, nil
 	}
+	start := monoNS()
 	switch args[0] {
 	case modeStamp:
-		start := monoNS()
 		if len(args) != 2 {
 			return true, fmt.Errorf("usage: %s FILE", modeStamp)
 		}
@@ -51,7 +59,43 @@ func helperMain(args []string) (bool, error) {
 		}
 		t0 := monoNS()
 		work(threads, iters)
-		return true, appendLine(args[3], fmt.Sprintf("%d\n", monoNS()-t0))
+		return true, appendLine(args[3], fmt.Sprintf("%d %d\n", start, monoNS()-t0))
+	case modeStream:
+		if len(args) != 5 {
+			return true, fmt.Errorf("usage: %s THREADS MIB PASSES FILE", modeStream)
+		}
+		threads, err1 := strconv.Atoi(args[1])
+		mib, err2 := strconv.Atoi(args[2])
+		passes, err3 := strconv.Atoi(args[3])
+		if err1 != nil || err2 != nil || err3 != nil || threads < 1 || mib < 1 || passes < 1 {
+			return true, fmt.Errorf("%s: bad THREADS, MIB or PASSES", modeStream)
+		}
+		ns := stream(threads, mib, passes)
+		return true, appendLine(args[4], fmt.Sprintf("%d %d\n", start, ns))
+	case modeChase:
+		if len(args) != 4 {
+			return true, fmt.Errorf("usage: %s MIB STEPS FILE", modeChase)
+		}
+		mib, err1 := strconv.Atoi(args[1])
+		steps, err2 := strconv.ParseInt(args[2], 10, 64)
+		if err1 != nil || err2 != nil || mib < 1 || steps < 1 {
+			return true, fmt.Errorf("%s: bad MIB or STEPS", modeChase)
+		}
+		ns := chase(mib, steps)
+		return true, appendLine(args[3], fmt.Sprintf("%d %d\n", start, ns))
+	case modeMemHog:
+		if len(args) != 4 || (args[3] != "normal" && args[3] != "idle") {
+			return true, fmt.Errorf("usage: %s MIB DURATION normal|idle", modeMemHog)
+		}
+		mib, err := strconv.Atoi(args[1])
+		if err != nil || mib < 1 {
+			return true, fmt.Errorf("%s: bad MIB", modeMemHog)
+		}
+		d, err := time.ParseDuration(args[2])
+		if err != nil {
+			return true, err
+		}
+		return true, memHog(mib, d, args[3] == "idle")
 	case modeHog:
 		if len(args) != 2 {
 			return true, fmt.Errorf("usage: %s DURATION", modeHog)
@@ -60,8 +104,7 @@ func helperMain(args []string) (bool, error) {
 		if err != nil {
 			return true, err
 		}
-		hog(d)
-		return true, nil
+		return true, hog(d)
 	}
 	return false, nil
 }
@@ -112,13 +155,18 @@ var sinkV uint64
 
 func sink(v uint64) { sinkMu.Lock(); sinkV ^= v; sinkMu.Unlock() }
 
-// hog spins one CPU for d, or forever when d is 0.
-func hog(d time.Duration) {
+// hog spins one CPU for d, or forever when d is 0; it dials envReady, when
+// set, as it starts.
+func hog(d time.Duration) error {
 	runtime.GOMAXPROCS(1)
+	if err := sayReady(); err != nil {
+		return err
+	}
 	end := time.Now().Add(d)
 	for d == 0 || time.Now().Before(end) {
 		sink(spin(1<<20, 7))
 	}
+	return nil
 }
 
 // spinRate measures spin rounds per second on this CPU, over about dur.

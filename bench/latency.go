@@ -36,12 +36,15 @@ func (b *bench) latency(ctx context.Context) error {
 		for _, n := range counts {
 			var h *hogs
 			if n > 0 {
-				if h, err = startHogs(n, false, func() []string {
+				if h, err = b.startHogs(ctx, n, false, func() []string {
 					return []string{"pls", "--socket", d.sock, "-q", "--", b.self, modeHog, "0"}
-				}, b, ctx); err != nil {
+				}); err != nil {
 					return err
 				}
-				time.Sleep(400 * time.Millisecond)
+				if err := h.waitReady(ctx, n); err != nil {
+					h.halt()
+					return err
+				}
 			}
 			before := len(frozeTook.FindAllStringSubmatch(d.logText(ctx), -1))
 			file := filepath.Join(b.dir, fmt.Sprintf("latency-%d-%d", rep, n))

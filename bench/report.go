@@ -109,8 +109,12 @@ func (r *report) write(path, title, intro string, elapsed string) error {
 	m := r.m
 	b.WriteString("## Machine\n\n")
 	b.WriteString("| | |\n|---|---|\n")
-	fmt.Fprintf(&b, "| cores (`nproc`) | %d |\n| model | %s |\n| kernel | %s |\n| date | %s |\n| commit | `%s` |\n| go | %s |\n| perflock driver | %s |\n| run took | %s |\n\n",
-		m.Cores, m.Model, m.Kernel, m.Date, m.Commit, m.GoV, m.Driver, elapsed)
+	vm := "no (no hypervisor flag)"
+	if m.VM {
+		vm = "yes (the CPU flags say hypervisor)"
+	}
+	fmt.Fprintf(&b, "| cores (`nproc`) | %d |\n| model | %s |\n| largest CPU cache | %s |\n| memory | %s |\n| virtual machine | %s |\n| kernel | %s |\n| date | %s |\n| commit | `%s` |\n| go | %s |\n| perflock driver | %s |\n| run took | %s |\n\n",
+		m.Cores, m.Model, orUnknown(m.Cache), orUnknown(m.Memory), vm, m.Kernel, m.Date, m.Commit, m.GoV, m.Driver, elapsed)
 	if m.Note != "" {
 		b.WriteString(m.Note + "\n\n")
 	}
@@ -148,6 +152,13 @@ func (r *report) write(path, title, intro string, elapsed string) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 // Number formatting for the tables.

@@ -35,4 +35,8 @@ var (
 
 	// ErrNoJob: no job has that name or ticket.
 	ErrNoJob = errors.New("runner: no such job")
+
+	// ErrNoASLR: address-space randomization cannot be turned off for the
+	// job (Options.NoASLR): the kernel refused personality(2).
+	ErrNoASLR = errors.New("runner: cannot turn off address-space randomization")
 )

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -24,14 +26,24 @@ const (
 	heldLeaseFD = 5 // the daemon connection, unless -o; inherited by the job
 )
 
+// Options word of a held child (its first argument): heldPlain, or
+// heldNoASLR to turn address-space randomization off for the job.
+const (
+	heldPlain  = "-"
+	heldNoASLR = "no-aslr"
+)
+
 // HeldChildMain is the whole program of a held child, run as
-// "perflock-held PATH ARGV0 ARG…". It marks descriptors 3 and 4
-// close-on-exec (descriptor 5, the lease, is left for the job), reads one
-// byte from descriptor 3, and on 'g' execs PATH with ARGV0 ARG… and the
-// current environment. On end of file (the parent is gone or gave up) it
+// "perflock-held OPTIONS PATH ARGV0 ARG…", OPTIONS being "-" or "no-aslr".
+// It marks descriptors 3 and 4 close-on-exec (descriptor 5, the lease, is
+// left for the job), reads one byte from descriptor 3, and on 'g' execs
+// PATH with ARGV0 ARG… and the current environment; with "no-aslr" it first
+// sets ADDR_NO_RANDOMIZE in its persona (personality(2)), which the job and
+// its children inherit. On end of file (the parent is gone or gave up) it
 // exits 1 without running anything. If exec fails it writes the error text
-// to descriptor 4 and exits 127 for a missing file, 126 otherwise. It never
-// returns.
+// to descriptor 4 and exits 127 for a missing file, 126 otherwise; if the
+// persona cannot be set, it writes why and exits 69 without running the
+// job. It never returns.
 func HeldChildMain() {
 	unix.CloseOnExec(heldGoFD)
 	unix.CloseOnExec(heldErrFD)
@@ -44,10 +56,24 @@ func HeldChildMain() {
 			break
 		}
 	}
-	if n != 1 || b[0] != 'g' || len(os.Args) < 3 {
+	if n != 1 || b[0] != 'g' || len(os.Args) < 4 {
 		os.Exit(1)
 	}
-	err = syscall.Exec(os.Args[1], os.Args[2:], os.Environ())
+	opts, path, argv := os.Args[1], os.Args[2], os.Args[3:]
+	switch opts {
+	case heldPlain:
+	case heldNoASLR:
+		// The persona is the thread's: set it on the thread that execs.
+		runtime.LockOSThread()
+		if err := disableASLR(); err != nil {
+			unix.Write(heldErrFD, []byte(strings.TrimPrefix(err.Error(), "runner: ")))
+			os.Exit(ExitUnavailable)
+		}
+	default:
+		unix.Write(heldErrFD, []byte("unknown held-child options "+strconv.Quote(opts)))
+		os.Exit(ExitUnavailable)
+	}
+	err = syscall.Exec(path, argv, os.Environ())
 	unix.Write(heldErrFD, []byte(err.Error()))
 	if errors.Is(err, syscall.ENOENT) {
 		os.Exit(ExitNotFound)
@@ -65,8 +91,9 @@ type heldChild struct {
 // startHeld starts self as a held child that will exec path with argv,
 // sharing our stdio, environment, working directory and process group.
 // lease, when not nil, becomes the child's descriptor 5; env, when not
-// nil, is its environment (and so the job's).
-func startHeld(self, path string, argv, env []string, stdin, stdout, stderr *os.File, lease *os.File) (*heldChild, error) {
+// nil, is its environment (and so the job's); noASLR turns address-space
+// randomization off for the job.
+func startHeld(self, path string, argv, env []string, noASLR bool, stdin, stdout, stderr *os.File, lease *os.File) (*heldChild, error) {
 	goR, goW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -77,13 +104,17 @@ func startHeld(self, path string, argv, env []string, stdin, stdout, stderr *os.
 		goW.Close()
 		return nil, err
 	}
+	opts := heldPlain
+	if noASLR {
+		opts = heldNoASLR
+	}
 	extra := []*os.File{goR, errW}
 	if lease != nil {
 		extra = append(extra, lease)
 	}
 	cmd := &exec.Cmd{
 		Path:       self,
-		Args:       append([]string{HeldArg0, path}, argv...),
+		Args:       append([]string{HeldArg0, opts, path}, argv...),
 		Stdin:      stdin,
 		Stdout:     stdout,
 		Stderr:     stderr,

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,7 +18,7 @@ func startTestHeld(t *testing.T, path string, argv []string, lease *os.File) *he
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := startHeld(self, path, argv, nil, nil, os.Stdout, os.Stderr, lease)
+	h, err := startHeld(self, path, argv, nil, false, nil, os.Stdout, os.Stderr, lease)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,5 +129,103 @@ func TestResolveCommandBeforeQueuing(t *testing.T) {
 		if code != c.want || (c.want == 0) != (err == nil) || (c.want == 0) != (path != "") {
 			t.Errorf("resolveCommand(%q) = %q, %d, %v; want status %d", c.name, path, code, err, c.want)
 		}
+	}
+}
+
+// heldLayout runs `cat /proc/self/personality /proc/self/maps` as a held
+// job and returns cat's persona and its memory map.
+func heldLayout(t *testing.T, noASLR bool) (uint64, string) {
+	t.Helper()
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Skip("no cat")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.Create(filepath.Join(t.TempDir(), "layout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	h, err := startHeld(self, cat, []string{"cat", "/proc/self/personality", "/proc/self/maps"}, nil, noASLR, nil, out, os.Stderr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg := h.release(); msg != "" {
+		t.Fatalf("held child: %s", msg)
+	}
+	if got := waitStatus(t, h); got != 0 {
+		t.Fatalf("cat exited %d", got)
+	}
+	b, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, maps, _ := strings.Cut(string(b), "\n")
+	persona, err := strconv.ParseUint(strings.TrimSpace(first), 16, 32)
+	if err != nil {
+		t.Fatalf("persona %q: %v", first, err)
+	}
+	return persona, maps
+}
+
+// randomizes reports whether the kernel randomizes address spaces at all
+// (randomize_va_space is not 0).
+func randomizes(t *testing.T) bool {
+	b, err := os.ReadFile("/proc/sys/kernel/randomize_va_space")
+	return err == nil && strings.TrimSpace(string(b)) != "0"
+}
+
+func TestHeldChildWithNoASLRGivesTheJobTheSameAddressesEveryRun(t *testing.T) {
+	if err := CheckNoASLR(); err != nil {
+		t.Skipf("this kernel or sandbox refuses: %v", err)
+	}
+	p1, maps1 := heldLayout(t, true)
+	p2, maps2 := heldLayout(t, true)
+	if p1&addrNoRandomize == 0 || p2&addrNoRandomize == 0 {
+		t.Fatalf("personas %#x and %#x lack ADDR_NO_RANDOMIZE (%#x)", p1, p2, addrNoRandomize)
+	}
+	if maps1 != maps2 {
+		t.Errorf("two runs have different layouts:\n%s\nand\n%s", maps1, maps2)
+	}
+	if !strings.Contains(maps1, "[stack]") {
+		t.Errorf("no stack in the map:\n%s", maps1)
+	}
+}
+
+func TestHeldChildLeavesASLRAloneByDefault(t *testing.T) {
+	p1, maps1 := heldLayout(t, false)
+	p2, maps2 := heldLayout(t, false)
+	if p1&addrNoRandomize != 0 || p2&addrNoRandomize != 0 {
+		t.Fatalf("personas %#x and %#x have ADDR_NO_RANDOMIZE", p1, p2)
+	}
+	if randomizes(t) && maps1 == maps2 {
+		t.Errorf("randomize_va_space is on, yet two runs share one layout:\n%s", maps1)
+	}
+}
+
+func TestCheckNoASLRLeavesThisProcessAndItsChildrenAlone(t *testing.T) {
+	before, err := os.ReadFile("/proc/sys/kernel/randomize_va_space")
+	if err != nil {
+		t.Skip(err)
+	}
+	if err := CheckNoASLR(); err != nil {
+		t.Skipf("this kernel or sandbox refuses: %v", err)
+	}
+	// Whichever thread starts it, a command started now has the persona
+	// this process had.
+	for range 4 {
+		out, err := exec.Command("cat", "/proc/self/personality").Output()
+		if err != nil {
+			t.Skip(err)
+		}
+		if p, _ := strconv.ParseUint(strings.TrimSpace(string(out)), 16, 32); p&addrNoRandomize != 0 {
+			t.Fatalf("a child of this process has persona %#x after CheckNoASLR", p)
+		}
+	}
+	if after, _ := os.ReadFile("/proc/sys/kernel/randomize_va_space"); string(after) != string(before) {
+		t.Errorf("randomize_va_space changed from %q to %q", before, after)
 	}
 }

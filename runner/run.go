@@ -77,6 +77,13 @@ type Options struct {
 	Report string
 	// ReportFile, when set, receives the report instead of Stderr.
 	ReportFile string
+	// NoASLR runs the job with address-space randomization off: the held
+	// child sets ADDR_NO_RANDOMIZE in its persona (personality(2)) just
+	// before it execs the job, so the job and its children get the same
+	// addresses every run; nothing else changes (not this process, not the
+	// machine's randomize_va_space). Run checks first that the kernel
+	// allows it, and fails before waiting in line if not.
+	NoASLR bool
 	// Stdin, Stdout and Stderr are the job's standard files; nil for this
 	// process's own. Messages go to Stderr.
 	Stdin, Stdout, Stderr *os.File
@@ -166,6 +173,12 @@ func (j *job) run(ctx context.Context) int {
 	if err != nil {
 		j.say("%v", err)
 		return code
+	}
+	if j.o.NoASLR {
+		if err := CheckNoASLR(); err != nil {
+			j.say("--no-aslr: %s", trimPrefix(err))
+			return ExitUnavailable
+		}
 	}
 	// The held child is this very binary, by /proc/self/exe: it works even
 	// if the path was replaced (an upgrade) or is not searchable by us.
@@ -432,7 +445,7 @@ func (j *job) runHeld(ctx context.Context, self, path string) int {
 		}
 	}
 	env := append(os.Environ(), EnvJob+"="+j.name)
-	h, err := startHeld(self, path, j.argv, env, j.o.Stdin, j.o.Stdout, j.o.Stderr, lease)
+	h, err := startHeld(self, path, j.argv, env, j.o.NoASLR, j.o.Stdin, j.o.Stdout, j.o.Stderr, lease)
 	if lease != nil {
 		lease.Close()
 	}

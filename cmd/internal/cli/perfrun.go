@@ -63,6 +63,9 @@ to start a daemon: without a system daemon, perfrun starts a per-user one.`,
   # the CPU frequency fixed at 70% of the highest while the benchmark runs
   perfrun --governor 70% -- ./bench
 
+  # the same addresses every run: address-space randomization off for this job only
+  perfrun --no-aslr -- ./bench
+
   # who holds the machine, who waits
   wholock`)
 }
@@ -178,6 +181,7 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 	} else {
 		f.StringVar(&gov, "governor", "none", "pin the CPU frequency while CMD runs (see GOVERNOR); `MODE` is performance, a percentage of the highest frequency such as 70 or 70%, or none; e.g. --governor performance")
 	}
+	f.BoolVar(&o.NoASLR, "no-aslr", false, "run CMD and its children with address-space layout randomization off (see ASLR), as LLVM's and Google benchmark's benchmarking guides advise; nothing else changes")
 	f.Var(&maxRuntime, "max-runtime", "stop CMD (SIGTERM, SIGKILL 10s later) once it has run `DURATION`; e.g. --max-runtime 2h")
 	f.StringVar(&o.Key, "key", "", "name this job across runs as `NAME` for --if-elapsed, --replace, --expire-after (default: a hash of the command line)")
 	f.Var(&ifElapsed, "if-elapsed", "skip CMD (exit 0) if its key last completed successfully less than `DURATION` ago; e.g. --if-elapsed 1h")
@@ -279,6 +283,18 @@ LEASE
   hands its lock to the command: with the none driver (no cgroups) the lease then
   lasts until the last copy is closed, even if %[1]s is killed. -o keeps it from
   CMD. With cgroups, the lease lasts until the job's cgroup is empty as well.
+
+ASLR
+  --no-aslr turns address-space layout randomization off for CMD's own process
+  tree: the process that execs CMD sets ADDR_NO_RANDOMIZE in its persona
+  (personality(2), as setarch -R does) just before the exec, and CMD's children
+  inherit it, so stack, heap and mmap addresses are the same every run and a
+  benchmark's alignment-dependent timings stop moving between runs (the
+  benchmarking guides of LLVM and Google benchmark ask for it). Nothing global
+  changes: not /proc/sys/kernel/randomize_va_space, not %[1]s, not other jobs. The
+  kernel drops the flag for set-user-ID and set-group-ID programs. Where
+  personality(2) is refused (a container's seccomp filter may allow it only for
+  a few values), %[1]s says so and exits 69 at once, before waiting in line.
 %[2]s
 ENVIRONMENT
   PERFLOCK_SOCKET  the daemon's socket, like --socket. Otherwise the system
