@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -206,7 +207,26 @@ func (b *bench) startHost(ctx context.Context, key daemonKey) (*daemon, error) {
 		d.stopHost()
 		return nil, fmt.Errorf("perflockd %s: %w", name, err)
 	}
+	if why, ok := noShield(d.logText(ctx)); key.shield != "" && ok {
+		// It serves, without the shield asked for: not the scenario.
+		d.stopHost()
+		return nil, fmt.Errorf("perflockd %s: %w", name, &refusal{reason: why})
+	}
 	return d, nil
+}
+
+// noShieldLine is what perflockd logs at start when --shield cannot work
+// here, with why="…".
+var noShieldLine = regexp.MustCompile(`no shield on this machine[^\n]*why="((?:[^"\\]|\\.)*)"`)
+
+// noShield reports why a perflockd started with --shield runs without one,
+// from its log.
+func noShield(log string) (string, bool) {
+	m := noShieldLine.FindStringSubmatch(log)
+	if m == nil {
+		return "", false
+	}
+	return "no shield: " + strings.ReplaceAll(m[1], `\"`, `"`), true
 }
 
 // startSystemd points perflockd.service at this configuration with a drop-in

@@ -147,3 +147,14 @@ func TestRefusalReasonIsPerflockdsLastWord(t *testing.T) {
 		t.Error("a refusal is not errRefused")
 	}
 }
+
+func TestNoShieldIsReadFromTheDaemonsLog(t *testing.T) {
+	log := `time=2026-11-30T22:00:00Z level=WARN msg="--shield: no shield on this machine; exclusive jobs run unshielded" why="shield: cgroupfs: the cgroup2 hierarchy at /sys/fs/cgroup/unified offers no cpuset controller (a \"hybrid\" setup?)"` + "\n"
+	why, ok := noShield(log)
+	if !ok || why != `no shield: shield: cgroupfs: the cgroup2 hierarchy at /sys/fs/cgroup/unified offers no cpuset controller (a "hybrid" setup?)` {
+		t.Fatalf("noShield = %q, %v", why, ok)
+	}
+	if _, ok := noShield("level=INFO msg=\"shield ready\"\n"); ok {
+		t.Fatal("a shield that is ready read as none")
+	}
+}
