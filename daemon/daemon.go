@@ -12,14 +12,16 @@
 // started by the server and waited for before Run returns.
 //
 // Files: daemon.go (configuration, start), socket.go (the listening
-// socket), server.go (the loop, connections' admission), effects.go (the
-// core's effects carried out), conn.go (one client), render.go (replies,
-// listings, the status line), driver*.go (where jobs run: none, cgroupfs,
-// systemd), adopt.go and process.go (jobs an earlier daemon left, by
-// their cgroups or their processes), jobrecord.go, state.go, waiters.go,
-// history.go (what outlives the process), statefile.go (which of those
-// files the daemon may believe), governor.go (the CPU frequency pin),
-// report.go (run reports), watch.go (wholock --watch), metrics.go.
+// socket), server.go (the loop), admission.go (connections admitted or
+// refused without the loop), effects.go (the core's effects carried out),
+// conn.go and outbox.go (one client: reading, writing), render.go
+// (replies, listings, the status line), driver*.go (where jobs run: none,
+// cgroupfs, systemd), adopt.go and process.go (jobs an earlier daemon
+// left, by their cgroups or their processes), jobrecord.go, state.go,
+// waiters.go, history.go (what outlives the process), statefile.go (which
+// of those files the daemon may believe), governor.go (the CPU frequency
+// pin), shield.go (perflockd --shield), report.go (run reports), watch.go
+// (wholock --watch), metrics.go.
 package daemon
 
 import (
