@@ -259,6 +259,7 @@ func TestBrokenClientsDoNotDisturbTheQueue(t *testing.T) {
 		{"preemptible exclusive", []byte(`{"type":"acquire","mode":"exclusive","preemptible":true,"command":["x"]}` + "\n"), true, proto.CodeInvalid},
 		{"place before grant", []byte(`{"type":"place","pid":1}` + "\n"), true, proto.CodeInvalid},
 		{"oversized", append([]byte(`{"type":"hello","version":1,"client":"`), strings.Repeat("a", proto.MaxMessage)...), false, proto.CodeInvalid},
+		// The daemon may answer it (invalid) before it sees the close, or not.
 		{"truncated then closed", []byte(`{"type":"hel`), false, ""},
 		{"silent", nil, false, proto.CodeInvalid},
 		{"silent after hello", nil, true, proto.CodeInvalid},
@@ -278,8 +279,8 @@ func TestBrokenClientsDoNotDisturbTheQueue(t *testing.T) {
 			c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 			m, err := c.r.Read()
 			switch {
-			case tc.code == "" && err == nil:
-				t.Fatalf("got %+v, want the connection closed", m)
+			case tc.code == "" && err == nil && (m.Type != proto.TError || m.Code != proto.CodeInvalid):
+				t.Fatalf("got %+v, want the connection closed (or an invalid error)", m)
 			case tc.code == "" && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset"):
 				t.Fatalf("got %v, want EOF", err)
 			case tc.code != "" && (err != nil || m.Type != proto.TError || m.Code != tc.code):
