@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -51,8 +50,7 @@ type Cgroupfs struct {
 	write     func(path, value string) error
 	isCgroup2 func(path string) error
 
-	mu     sync.Mutex
-	report string
+	lastReport
 }
 
 // CgroupfsState is what Cgroupfs saves: the cpuset.cpus of each cgroup it
@@ -342,20 +340,6 @@ func (c *Cgroupfs) decode(saved json.RawMessage) (CgroupfsState, error) {
 		}
 	}
 	return st, nil
-}
-
-func (c *Cgroupfs) setReport(s string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.report = s
-}
-
-// Report says how many cgroups the last Confine confined, and how many
-// processes the root cgroup holds, which it cannot.
-func (c *Cgroupfs) Report() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.report
 }
 
 var _ Reporter = (*Cgroupfs)(nil)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,3 +78,25 @@ func decode(backend string, saved json.RawMessage, v any) error {
 // isGone reports whether err says the file went away: an IRQ freed, a
 // cgroup removed since Save.
 func isGone(err error) bool { return errors.Is(err, os.ErrNotExist) }
+
+// lastReport keeps what a backend's last Confine left out, for Report (a
+// Reporter); safe for concurrent use.
+type lastReport struct {
+	mu     sync.Mutex
+	report string
+}
+
+func (r *lastReport) setReport(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.report = s
+}
+
+// Report is one line about the last Confine: what it moved, and what it
+// could not (IRQs that refused, processes no cgroup confines); "" when
+// there is nothing to say.
+func (r *lastReport) Report() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.report
+}

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -38,8 +37,7 @@ type IRQ struct {
 	// write writes a file; tests replace it to fail.
 	write func(path, value string) error
 
-	mu     sync.Mutex
-	report string
+	lastReport
 }
 
 // IRQState is what IRQ saves: the affinity of every IRQ it will move, and
@@ -239,20 +237,6 @@ func (q *IRQ) decode(saved json.RawMessage, st *IRQState) error {
 		return fmt.Errorf("%w: irq: an empty default_smp_affinity", ErrState)
 	}
 	return nil
-}
-
-func (q *IRQ) setReport(s string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.report = s
-}
-
-// Report says how many IRQs the last Confine moved, and how many it could
-// not.
-func (q *IRQ) Report() string {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.report
 }
 
 var _ Reporter = (*IRQ)(nil)

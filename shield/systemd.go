@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/perflock/perflock/internal/cpuset"
@@ -84,8 +83,7 @@ type Systemd struct {
 	possible string // the possible CPU list file, for Restore
 	settle   time.Duration
 
-	mu     sync.Mutex
-	report string
+	lastReport
 }
 
 // SystemdState is what Systemd saves: each loaded unit's AllowedCPUs= and
@@ -291,18 +289,7 @@ func (s *Systemd) decode(saved json.RawMessage) (SystemdState, error) {
 	return st, nil
 }
 
-func (s *Systemd) setReport(r string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.report = r
-}
-
 // Report names the units the last Confine set, and those whose tasks did
 // not follow.
-func (s *Systemd) Report() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.report
-}
 
 var _ Reporter = (*Systemd)(nil)
