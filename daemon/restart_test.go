@@ -85,3 +85,30 @@ func waitFile(t *testing.T, path, want string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A daemon killed moments after its first start, before it saved any
+// waiter, still lets the requests it queued rejoin at their places.
+func TestWaitersOfADaemonKilledAtOnceRejoin(t *testing.T) {
+	dir, err := os.MkdirTemp("", "pld")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	old := waitersDelay
+	waitersDelay = time.Hour // nothing saved after the start
+	t.Cleanup(func() { waitersDelay = old })
+	stop := runIn(t, dir, Config{})
+	sock := filepath.Join(dir, "s")
+	h := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	h.expect(proto.TGranted)
+	w := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	q := w.expect(proto.TQueued)
+	stop(true)
+
+	runIn(t, dir, Config{})
+	again := acquire(t, sock, proto.Msg{Mode: "exclusive", Ticket: q.Ticket, Token: q.Token})
+	// Nothing holds any more: it is granted at once, with its old ticket.
+	if m := again.expect(proto.TGranted); m.Ticket != q.Ticket {
+		t.Fatalf("the waiter of a daemon killed at once rejoined as %+v, want its ticket %d", m, q.Ticket)
+	}
+}

@@ -95,7 +95,7 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 		TicketMark: st.started, Rejoinable: saved.tickets, RejoinUntil: core.Add(now, core.Duration(rejoinWindow)),
 		RejoinAfter: st.started, // nothing is known to have waited that was not saved
 	}
-	if saved.last > 0 && !saved.clean {
+	if saved.found && !saved.clean {
 		ccfg.RejoinAfter = min(saved.last, st.started) // a crash: newer tickets may have waited
 	}
 	if len(saved.tickets) > 0 || ccfg.RejoinAfter < st.started {

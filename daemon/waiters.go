@@ -33,6 +33,7 @@ type savedWaiters struct {
 	tickets map[lockq.Ticket]uint32
 	last    lockq.Ticket // the last ticket handed out when it was written
 	clean   bool         // written at a clean stop
+	found   bool         // there was a file, with its first line
 }
 
 // loadWaiters reads the waiting file an earlier daemon left; none: ok is
@@ -57,7 +58,7 @@ func loadWaiters(dir string) (w savedWaiters, ok bool, err error) {
 			if err != nil {
 				return w, false, fmt.Errorf("daemon: %s: %q", waitersFile, sc.Text())
 			}
-			w.last, w.clean, ok = lockq.Ticket(n), f[0] == "stopped", true
+			w.last, w.clean, w.found, ok = lockq.Ticket(n), f[0] == "stopped", true, true
 			continue
 		}
 		t, err1 := strconv.ParseUint(f[0], 10, 64)
