@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
@@ -62,11 +63,16 @@ func TestExclusivePlacementGoesBeforeWaitingSharedOnes(t *testing.T) {
 	}
 	const shared = 2 + 2
 	var ss []*client
-	for range shared {
+	var phases []string
+	for i := range shared {
 		s := acquire(t, sock, proto.Msg{Mode: "shared", Preemptible: true})
 		s.expect(proto.TGranted)
 		s.send(proto.Msg{Type: proto.TPlace, PID: child()})
 		ss = append(ss, s)
+		// each connection has its own reader: wait for this place message
+		// to be handled before the next job asks, so the order is known
+		phases = append(phases, fmt.Sprintf("s-%d:%s", i+1, placePhase(i)))
+		waitPhases(t, srv, strings.Join(phases, " "))
 	}
 	for range 2 {
 		<-d.made // 2 shared placements under way, two waiting
@@ -113,10 +119,11 @@ func TestExclusivePlacementGoesBeforeWaitingSharedOnes(t *testing.T) {
 // that may be gone (or, its pid reused, someone else's).
 func TestPlacementOfALeftClientIsDropped(t *testing.T) {
 	d := &gatedDriver{made: make(chan struct{}, 16), gate: make(chan struct{})}
-	sock := startDaemon(t, Config{Policy: lockq.Freeze, drv: d})
+	srv, sock := startServer(t, Config{Policy: lockq.Freeze, drv: d})
 	var ss []*client
 	var kids []*exec.Cmd
-	for range 2 + 1 {
+	var phases []string
+	for i := range 2 + 1 {
 		s := acquire(t, sock, proto.Msg{Mode: "shared", Preemptible: true})
 		s.expect(proto.TGranted)
 		c := exec.Command("sleep", "1000")
@@ -126,6 +133,9 @@ func TestPlacementOfALeftClientIsDropped(t *testing.T) {
 		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
 		s.send(proto.Msg{Type: proto.TPlace, PID: c.Process.Pid})
 		ss, kids = append(ss, s), append(kids, c)
+		// the last job must be the one waiting its turn when its client leaves
+		phases = append(phases, fmt.Sprintf("s-%d:%s", i+1, placePhase(i)))
+		waitPhases(t, srv, strings.Join(phases, " "))
 	}
 	for range 2 {
 		<-d.made
@@ -145,6 +155,15 @@ func TestPlacementOfALeftClientIsDropped(t *testing.T) {
 	if got := d.order(); len(got) != 2 {
 		t.Fatalf("Place calls %v: the left client's job was placed", got)
 	}
+}
+
+// placePhase is the phase of the i-th shared job (from 0) placed in a burst:
+// 2 are placed at once, the rest wait their turn.
+func placePhase(i int) string {
+	if i < 2 {
+		return "placing"
+	}
+	return "place-queued"
 }
 
 // waitPhases polls the core's phases, read on the loop, until they read
