@@ -71,6 +71,17 @@ func (j *Job) Populated() (bool, error) {
 	return ev.Populated, err
 }
 
+// Populated reports whether any process is in the cgroup at dir now
+// ("populated 1" in its cgroup.events); a cgroup that no longer exists has
+// none.
+func Populated(dir string) (bool, error) {
+	ev, err := readEvents(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return ev.Populated, err
+}
+
 // WaitEmpty returns nil once no process is left in the job ("populated 0" in cgroup.events),
 // at once if that is so already, and also when the job cgroup no longer exists. It waits for the
 // kernel's notification, without polling. If ctx ends first it returns ctx's error, wrapped.

@@ -16,8 +16,10 @@
 // refused without the loop), effects.go (the core's effects carried out),
 // conn.go and outbox.go (one client: reading, writing), render.go
 // (replies, listings, the status line), driver*.go (where jobs run: none,
-// cgroupfs, systemd), adopt.go and process.go (jobs an earlier daemon
-// left, by their cgroups or their processes), jobrecord.go, state.go,
+// cgroupfs, systemd), firstexit.go (a lease ended as soon as the job's
+// first process has exited and its place is empty), adopt.go and
+// process.go (jobs an earlier daemon left, by their cgroups or their
+// processes), jobrecord.go, state.go,
 // waiters.go, history.go (what outlives the process), statefile.go (which
 // of those files the daemon may believe), governor.go (the CPU frequency
 // pin), shield.go (perflockd --shield), report.go (run reports), watch.go

@@ -696,7 +696,8 @@ func TestAdoptionKeepsSharedJobsFrozenWhateverTheOrder(t *testing.T) {
 // blockedPlacement is a place whose job never ends.
 type blockedPlacement struct{ nonePlacement }
 
-func (blockedPlacement) WaitEmpty(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+func (blockedPlacement) WaitEmpty(ctx context.Context) error     { <-ctx.Done(); return ctx.Err() }
+func (blockedPlacement) Populated(context.Context) (bool, error) { return true, nil }
 
 // The daemon never listens in a directory someone else could tamper with.
 func TestSocketDirectoryMustBeSafe(t *testing.T) {

@@ -61,6 +61,10 @@ type Placement interface {
 	// WaitEmpty returns nil once no process of the job is left, or the
 	// context's error.
 	WaitEmpty(ctx context.Context) error
+	// Populated says whether a process of the job is left now: asked when
+	// the job's first process has exited, so that the lease can end before
+	// the slower notification WaitEmpty waits for.
+	Populated(ctx context.Context) (bool, error)
 	// Remove deletes the place once it is empty.
 	Remove() error
 	// Stop ends the job: SIGTERM to every process, SIGKILL to what is left

@@ -37,6 +37,7 @@ func (nonePlacement) EnforcesMaxRuntime() bool                     { return fals
 func (nonePlacement) Where() string                                { return "" }
 func (nonePlacement) WaitEmpty(context.Context) error              { return nil }
 func (nonePlacement) Remove() error                                { return nil }
+func (nonePlacement) Populated(context.Context) (bool, error)      { return false, nil }
 
 // nonePlacement knows only the job's first process.
 type nonePlacement struct{ pid int }

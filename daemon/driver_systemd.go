@@ -250,6 +250,24 @@ func (p scopePlacement) WaitEmpty(ctx context.Context) error {
 	return p.watch.WaitInactive(ctx, p.name)
 }
 
+// Populated reads the scope's cgroup.events: systemd marks the scope
+// inactive only after its own, later, notification. A scope without a
+// cgroup any more has no process.
+func (p scopePlacement) Populated(ctx context.Context) (bool, error) {
+	cg, err := p.conn.ControlGroup(ctx, p.name)
+	if err != nil {
+		return true, err
+	}
+	if cg == "" {
+		return false, nil
+	}
+	mount, err := cgroup.Mountpoint()
+	if err != nil {
+		return true, err
+	}
+	return cgroup.Populated(filepath.Join(mount, cg))
+}
+
 // Remove: systemd collects the scope itself (CollectMode).
 func (p scopePlacement) Remove() error { return nil }
 

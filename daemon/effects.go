@@ -94,6 +94,7 @@ func (s *server) placeJob(e core.PlaceJob) {
 	}
 	s.goFn(func() {
 		var p Placement = nonePlacement{pid: e.PID}
+		first := openFirst(e.PID)                        // before the check: from here on the pid is this process
 		err := checkChild(e.PID, e.ClientPID, e.Job.UID) // still the client's child, after the wait
 		if err == nil && !e.Named {
 			// Bounded: a wedged service manager fails this job rather than
@@ -110,8 +111,10 @@ func (s *server) placeJob(e core.PlaceJob) {
 		s.post(func() {
 			done := core.PlaceDone{Ticket: e.Job.Ticket, Err: err, Now: s.now()}
 			if err == nil {
-				s.places[e.Job.Ticket] = &place{p: p, start: start}
+				s.places[e.Job.Ticket] = &place{p: p, start: start, first: first}
 				done.Where, done.NativeMaxRuntime = p.Where(), p.EnforcesMaxRuntime()
+			} else if first != nil {
+				first.Close()
 			}
 			s.step(done)
 		})
@@ -128,6 +131,10 @@ func (s *server) watchEmpty(t lockq.Ticket) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	pl.stopWatch = cancel
 	p := pl.p
+	if pl.first != nil {
+		s.watchFirst(ctx, t, p, pl.first)
+		pl.first = nil
+	}
 	s.goFn(func() {
 		if err := p.WaitEmpty(ctx); err != nil {
 			return
@@ -159,6 +166,9 @@ func (s *server) endLease(t lockq.Ticket) {
 	delete(s.places, t)
 	if pl.stopWatch != nil {
 		pl.stopWatch()
+	}
+	if pl.first != nil {
+		pl.first.Close()
 	}
 	if err := pl.p.Remove(); err != nil {
 		s.log.Warn("removing job's place", "where", pl.p.Where(), "err", err)

@@ -56,6 +56,15 @@ func (p *processPlacement) WaitEmpty(ctx context.Context) error {
 	}
 }
 
+// Populated: the process has not exited.
+func (p *processPlacement) Populated(context.Context) (bool, error) {
+	n, err := unix.Poll([]unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}, 0)
+	if err != nil {
+		return true, fmt.Errorf("daemon: watch pid %d: %w", p.pid, err)
+	}
+	return n == 0, nil
+}
+
 // Remove lets go of the pidfd.
 func (p *processPlacement) Remove() error { return unix.Close(p.fd) }
 

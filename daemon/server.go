@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -68,6 +69,9 @@ type place struct {
 	p         Placement
 	stopWatch context.CancelFunc
 	start     *runSample // a run report's first figures
+	// first is a pidfd of the job's first process until watchEmpty hands
+	// it to watchFirst; nil without one.
+	first *os.File
 }
 
 func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *history, saved savedWaiters) *server {
