@@ -20,9 +20,31 @@ import (
 	"github.com/perflock/perflock/proto"
 )
 
-// DaemonArg0 is the name under which a perflock binary runs the daemon;
-// an autostarted daemon is the running binary re-executed under this name.
+// DaemonArg0 is the daemon's program name: a client starts the perflockd
+// found by daemonProgram, under this name.
 const DaemonArg0 = "perflockd"
+
+// daemonProgram finds the perflockd a client starts: the one beside the
+// running program (an installation keeps them together, and a build
+// writes them together), else the first in PATH. A variable so that tests
+// can start themselves.
+var daemonProgram = func() (string, error) {
+	self, err := os.Executable()
+	if err == nil {
+		p := filepath.Join(filepath.Dir(self), DaemonArg0)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(DaemonArg0); err == nil {
+		return p, nil
+	}
+	where := "the running program's folder"
+	if self != "" {
+		where = filepath.Dir(self)
+	}
+	return "", fmt.Errorf("no %s program in %s or in PATH: install perflock whole, or start a daemon yourself", DaemonArg0, where)
+}
 
 // Autostart parameters.
 const (
@@ -256,13 +278,13 @@ type startedDaemon struct {
 	logFrom int64 // the log's size before the daemon started
 }
 
-// startDaemon re-executes the running binary as "perflockd --socket PATH
-// --idle-exit 60s" in a new session, with stdin from /dev/null and output
+// startDaemon starts "perflockd --socket PATH --idle-exit 60s" (see
+// daemonProgram) in a new session, with stdin from /dev/null and output
 // appended to the log next to the socket. It does not wait for it.
 func startDaemon(sock Socket) (*startedDaemon, error) {
-	self, err := os.Executable()
+	prog, err := daemonProgram()
 	if err != nil {
-		return nil, fmt.Errorf("find own executable to start perflockd: %w", err)
+		return nil, fmt.Errorf("cannot start perflockd: %w", err)
 	}
 	if fi, err := os.Stat(filepath.Dir(sock.Path)); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("socket directory %s does not exist", filepath.Dir(sock.Path))
@@ -282,7 +304,7 @@ func startDaemon(sock Socket) (*startedDaemon, error) {
 	}
 	defer null.Close()
 	cmd := &exec.Cmd{
-		Path:        self,
+		Path:        prog,
 		Args:        []string{DaemonArg0, "--socket", sock.Path, "--idle-exit", autostartIdleExit},
 		Dir:         "/",
 		Stdin:       null,

@@ -22,6 +22,7 @@ func TestMain(m *testing.M) {
 	case DaemonArg0:
 		os.Exit(testDaemonMain(os.Args[1:]))
 	}
+	daemonProgram = os.Executable
 	os.Exit(m.Run())
 }
 

@@ -7,11 +7,12 @@ import (
 	"os"
 
 	"github.com/perflock/perflock/cmd/internal/cli"
+	"github.com/perflock/perflock/cmd/internal/daemoncli"
 	"github.com/perflock/perflock/daemon"
 	"github.com/perflock/perflock/daemon/metrics"
 )
 
 func main() {
-	cli.NewMetrics = func(log *slog.Logger) daemon.Metrics { return metrics.New(log) }
-	os.Exit(cli.Main(cli.NewPerflockd))
+	daemoncli.NewMetrics = func(log *slog.Logger) daemon.Metrics { return metrics.New(log) }
+	os.Exit(cli.Main(daemoncli.NewPerflockd))
 }

@@ -118,3 +118,38 @@ func TestAutostartedDaemonThatFailsIsReportedAtOnce(t *testing.T) {
 		t.Fatalf("perfrun took %v to report a daemon that failed at once", d)
 	}
 }
+
+// The commands do not carry the daemon: they start the perflockd program
+// beside them, else the one in PATH, and say what to do when there is none.
+func TestAutostartFindsPerflockdBesideTheCommandOrSaysItIsMissing(t *testing.T) {
+	e := newEnv(t, "", "")
+	runtime := filepath.Join(e.dir, "runtime")
+	if err := os.MkdirAll(filepath.Join(runtime, "perflock"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(runtime, 0o700)
+	sock := filepath.Join(runtime, "perflock", runner.SocketName)
+	t.Cleanup(func() { killDaemonsOn(sock) })
+	alone := filepath.Join(e.dir, "alone")
+	os.Mkdir(alone, 0o755)
+	b, err := os.ReadFile(filepath.Join(binDir, "perfrun"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(alone, "perfrun"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := append(perUserEnv(t, runtime), "PATH=/usr/bin:/bin")
+	p := e.startPath(filepath.Join(alone, "perfrun"), []string{"--", "true"}, env...)
+	if code := e.exit(p); code != 69 || !strings.Contains(p.stderr.String(), "no perflockd program in "+alone+" or in PATH") {
+		t.Fatalf("perfrun without a perflockd: exit %d, want 69 and what is missing: %s", code, p.stderr)
+	}
+	// The same perfrun finds the perflockd in PATH.
+	p = e.startPath(filepath.Join(alone, "perfrun"), []string{"--", "true"}, append(env[:len(env)-1], "PATH="+binDir+":/usr/bin:/bin")...)
+	if code := e.exit(p); code != 0 {
+		t.Fatalf("perfrun with perflockd in PATH: exit %d: %s", code, p.stderr)
+	}
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("no per-user daemon started: %v", err)
+	}
+}

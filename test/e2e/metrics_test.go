@@ -399,14 +399,6 @@ func TestMetricsRefusesNonLoopback(t *testing.T) {
 	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 		t.Errorf("a refused perflockd left its socket: %v", err)
 	}
-	// A client program run as perflockd (as autostart does) has no metrics.
-	alias := filepath.Join(dir, "perflockd")
-	if err := os.Symlink(filepath.Join(binDir, "perfrun"), alias); err != nil {
-		t.Fatal(err)
-	}
-	if code, out := run(alias, "unix:"+filepath.Join(dir, "m.sock")); code != 64 || !strings.Contains(out, "run the perflockd program") {
-		t.Errorf("perfrun as perflockd --metrics: exit %d, output %q", code, out)
-	}
 }
 
 // --metrics localhost:0 serves on 127.0.0.1 at a port the log names.

@@ -1,5 +1,7 @@
-// Package cli holds the cobra commands of perfrun, pls, wholock and
-// perflockd, and the Main every one of their programs calls.
+// Package cli holds the cobra commands of perfrun, pls and wholock, and the
+// Main every perflock program calls (perflockd's command is in package
+// daemoncli: the clients do not link the daemon, so that they start as fast
+// as a small Go program).
 package cli
 
 import (
@@ -16,24 +18,23 @@ import (
 	"github.com/perflock/perflock/runner"
 )
 
-// Main runs a perflock program and returns its exit status. It first looks
-// at the name it was run under: runner.HeldArg0 runs the held-child
-// trampoline (which never returns), runner.DaemonArg0 ("perflockd") runs
-// the daemon, so that any perflock binary can start a daemon or a job by
-// re-executing itself; otherwise it runs newCmd() with os.Args[1:]. Usage
-// errors exit 64 with a hint to --help.
+// Main runs a perflock program and returns its exit status. Run under the
+// name runner.HeldArg0 it is a held child (which never returns), the
+// trampoline perfrun and pls start a job through where they keep a parent;
+// otherwise it runs newCmd() with os.Args[1:]. Usage errors exit 64 with a
+// hint to --help.
 func Main(newCmd func() *cobra.Command) int {
-	var cmd *cobra.Command
-	switch filepath.Base(os.Args[0]) {
-	case runner.HeldArg0:
+	if filepath.Base(os.Args[0]) == runner.HeldArg0 {
 		runner.HeldChildMain()
-	case runner.DaemonArg0:
-		cmd = NewPerflockd()
-	default:
-		cmd = newCmd()
 	}
-	return execute(cmd, os.Args[1:])
+	return execute(newCmd(), os.Args[1:])
 }
+
+// Usage is err as a usage error: exit 64 with a hint to --help.
+func Usage(err error) error { return usageError{err} }
+
+// Exit ends the program with code, printing err first when not nil.
+func Exit(code int, err error) error { return exitError{code: code, err: err} }
 
 // usageError is a bad flag or argument: exit 64 with a hint to --help.
 type usageError struct{ err error }
@@ -85,10 +86,10 @@ func execute(cmd *cobra.Command, args []string) int {
 	return runner.ExitUsage
 }
 
-// noEmptyValue is a usage error for the first of the named flags that was
+// NoEmptyValue is a usage error for the first of the named flags that was
 // given an empty value (--socket "", often a variable that was not set):
 // it would otherwise quietly mean the flag's default, not what was asked.
-func noEmptyValue(cmd *cobra.Command, names ...string) error {
+func NoEmptyValue(cmd *cobra.Command, names ...string) error {
 	for _, n := range names {
 		f := cmd.Flags().Lookup(n)
 		if f == nil || !f.Changed || f.Value.String() != "" {

@@ -109,7 +109,7 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 		},
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := noEmptyValue(cmd, "socket", "key"); err != nil {
+			if err := NoEmptyValue(cmd, "socket", "key"); err != nil {
 				return err
 			}
 			if len(args) == 0 {

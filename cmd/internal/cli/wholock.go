@@ -64,7 +64,7 @@ ENVIRONMENT
 		Args:                  cobra.NoArgs,
 		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := noEmptyValue(cmd, "socket", "cancel"); err != nil {
+			if err := NoEmptyValue(cmd, "socket", "cancel"); err != nil {
 				return err
 			}
 			if watch && cancel != "" {

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/perflock/perflock/cmd/internal/cli"
+	"github.com/perflock/perflock/cmd/internal/daemoncli"
 	"github.com/perflock/perflock/internal/atomicfile"
 )
 
@@ -42,7 +43,7 @@ var programs = []program{
 	{cli.NewPerfrun, "1"},
 	{cli.NewPls, "1"},
 	{cli.NewWholock, "1"},
-	{cli.NewPerflockd, "8"},
+	{daemoncli.NewPerflockd, "8"},
 }
 
 // Generate writes the completions and manual pages under root. A manual page

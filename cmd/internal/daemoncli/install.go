@@ -1,4 +1,4 @@
-package cli
+package daemoncli
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/perflock/perflock/cmd/internal/cli"
 	"github.com/perflock/perflock/contrib/systemd"
 	"github.com/perflock/perflock/internal/atomicfile"
 	"github.com/perflock/perflock/runner"
@@ -36,22 +37,22 @@ The first perfrun, pls or wholock starts the daemon through the socket.`,
   perflockd install --root ./pkg --unit-dir /lib/systemd/system --bin /usr/bin/perflockd --no-reload`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := noEmptyValue(cmd, "root", "unit-dir", "bin"); err != nil {
+			if err := cli.NoEmptyValue(cmd, "root", "unit-dir", "bin"); err != nil {
 				return err
 			}
 			if bin == "" {
 				self, err := os.Executable()
 				if err != nil {
-					return exitError{runner.ExitUnavailable, fmt.Errorf("find own executable: %w", err)}
+					return cli.Exit(runner.ExitUnavailable, fmt.Errorf("find own executable: %w", err))
 				}
 				bin = self
 			}
 			if !filepath.IsAbs(bin) {
-				return usageError{fmt.Errorf("--bin %q: want an absolute path", bin)}
+				return cli.Usage(fmt.Errorf("--bin %q: want an absolute path", bin))
 			}
 			dir := filepath.Join(root, unitDir)
 			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return exitError{runner.ExitUnavailable, err}
+				return cli.Exit(runner.ExitUnavailable, err)
 			}
 			err := fs.WalkDir(systemd.Units, ".", func(name string, d fs.DirEntry, err error) error {
 				if err != nil || d.IsDir() {
@@ -70,13 +71,13 @@ The first perfrun, pls or wholock starts the daemon through the socket.`,
 				return nil
 			})
 			if err != nil {
-				return exitError{runner.ExitUnavailable, err}
+				return cli.Exit(runner.ExitUnavailable, err)
 			}
 			if noReload || root != "" {
 				return nil
 			}
 			if out, err := exec.Command("systemctl", "daemon-reload").CombinedOutput(); err != nil {
-				return exitError{runner.ExitUnavailable, fmt.Errorf("systemctl daemon-reload: %v: %s", err, out)}
+				return cli.Exit(runner.ExitUnavailable, fmt.Errorf("systemctl daemon-reload: %v: %s", err, out))
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "now: systemctl enable --now perflockd.socket")
 			return nil

@@ -1,4 +1,6 @@
-package cli
+// Package daemoncli holds perflockd's cobra command. It is apart from
+// package cli so that perfrun, pls and wholock do not link the daemon.
+package daemoncli
 
 import (
 	"context"
@@ -16,6 +18,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/spf13/cobra"
 
+	"github.com/perflock/perflock/cmd/internal/cli"
 	"github.com/perflock/perflock/daemon"
 	"github.com/perflock/perflock/governor"
 	"github.com/perflock/perflock/lockq"
@@ -138,16 +141,16 @@ EXIT STATUS
   perflockd --metrics unix:/run/perflock/metrics.sock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := noEmptyValue(cmd, "socket", "driver", "policy", "cgroup-name", "cpufreq-root", "log-level", "log-format"); err != nil {
+			if err := cli.NoEmptyValue(cmd, "socket", "driver", "policy", "cgroup-name", "cpufreq-root", "log-level", "log-format"); err != nil {
 				return err
 			}
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
 			if err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			pol, err := parsePolicy(policy)
 			if err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			cfg := daemon.Config{
 				Policy: pol, Driver: driver, CgroupName: cgroupName,
@@ -157,22 +160,22 @@ EXIT STATUS
 				CpufreqRoot: cpufreqRoot, Shield: shieldCPUs,
 			}
 			if maxExclusiveRuntime < 0 {
-				return usageError{fmt.Errorf("--max-exclusive-runtime must not be negative")}
+				return cli.Usage(fmt.Errorf("--max-exclusive-runtime must not be negative"))
 			}
 			cfg.MaxExclusiveRuntime = maxExclusiveRuntime
 			if metricsAddr != "" {
 				if NewMetrics == nil {
-					return usageError{fmt.Errorf("--metrics: this program has no metrics: run the perflockd program")}
+					return cli.Usage(fmt.Errorf("--metrics: this program has no metrics: run the perflockd program"))
 				}
 				cfg.MetricsAddr, cfg.Metrics = metricsAddr, NewMetrics(log)
 			}
 			if cfg.Listener, err = activatedListener(); err != nil {
-				return exitError{runner.ExitUnavailable, err}
+				return cli.Exit(runner.ExitUnavailable, err)
 			}
 			path := "(socket activation)"
 			if cfg.Listener == nil {
 				if path, err = daemonSocket(socket); err != nil {
-					return exitError{runner.ExitUnavailable, err}
+					return cli.Exit(runner.ExitUnavailable, err)
 				}
 				cfg.Socket = path
 			}
@@ -196,10 +199,10 @@ EXIT STATUS
 				return nil
 			}
 			if errors.Is(err, daemon.ErrConfig) {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			if err != nil {
-				return exitError{runner.ExitUnavailable, err}
+				return cli.Exit(runner.ExitUnavailable, err)
 			}
 			return nil
 		},
