@@ -28,6 +28,10 @@ type conn struct {
 	id   core.ConnID
 	nc   *net.UnixConn
 	cred *unix.Ucred
+	// start is the client's start time when it connected (procStart; 0
+	// if unknown): with cred.Pid it names the client, which may ask to be
+	// placed itself.
+	start uint64
 
 	watch *watcher // loop-owned: set for a watching connection
 
@@ -42,6 +46,7 @@ type conn struct {
 
 func newConn(s *server, id core.ConnID, nc *net.UnixConn, cred *unix.Ucred) *conn {
 	c := &conn{s: s, id: id, nc: nc, cred: cred}
+	c.start, _ = procStart(int(cred.Pid))
 	c.stopOnClose = context.AfterFunc(s.ctx, func() { nc.Close() })
 	return c
 }
@@ -124,9 +129,10 @@ func (c *conn) session(r *proto.Reader) {
 		}
 		switch m.Type {
 		case proto.TPlace:
-			// The client cannot fake its pid or uid (SO_PEERCRED), and its
-			// unreaped child cannot be replaced by another process.
-			if err := checkChild(m.PID, int(c.cred.Pid), c.cred.Uid); err != nil {
+			// The client cannot fake its pid or uid (SO_PEERCRED) nor its
+			// start time (read when it connected), and its unreaped child
+			// cannot be replaced by another process.
+			if err := checkChild(m.PID, int(c.cred.Pid), c.start, c.cred.Uid); err != nil {
 				s.log.Warn("place refused", "pid", m.PID, "client", c.cred.Pid, "err", err)
 				c.fail(proto.CodeDenied, "%v", err)
 				c.drain()
@@ -159,7 +165,7 @@ func (c *conn) acquire(m proto.Msg) bool {
 		m.Ticket = 0
 	}
 	a := core.Acquire{
-		Conn: c.id, UID: c.cred.Uid, PID: int(c.cred.Pid), Mode: m.Mode, Resources: m.Resources,
+		Conn: c.id, UID: c.cred.Uid, PID: int(c.cred.Pid), PIDStart: c.start, Mode: m.Mode, Resources: m.Resources,
 		Preemptible: m.Preemptible, Nonblock: m.Nonblock, Timeout: msDuration(m.TimeoutMS),
 		MaxRuntime: msDuration(m.MaxRuntimeMS), Command: m.Command, Key: m.Key,
 		IfElapsed: msDuration(m.IfElapsedMS), Replace: m.Replace, ExpireAfter: msDuration(m.ExpireAfterMS),

@@ -315,20 +315,31 @@ func TestCheckChild(t *testing.T) {
 	defer cmd.Wait()
 	defer cmd.Process.Kill()
 	uid := uint32(os.Getuid())
-	if err := checkChild(cmd.Process.Pid, os.Getpid(), uid); err != nil {
+	self, err := procStart(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkChild(cmd.Process.Pid, os.Getpid(), self, uid); err != nil {
 		t.Fatalf("own child: %v", err)
+	}
+	if err := checkChild(os.Getpid(), os.Getpid(), self, uid); err != nil {
+		t.Fatalf("the client itself (a job run in place): %v", err)
 	}
 	for _, tc := range []struct {
 		pid, parent int
+		start       uint64
 		uid         uint32
 	}{
-		{cmd.Process.Pid, os.Getppid(), uid},    // someone else's child
-		{cmd.Process.Pid, os.Getpid(), uid + 1}, // another user's
-		{os.Getpid(), os.Getpid(), uid},         // not a child at all
-		{1 << 30, os.Getpid(), uid},             // no such process
+		{cmd.Process.Pid, os.Getppid(), self, uid},    // someone else's child
+		{cmd.Process.Pid, os.Getpid(), self, uid + 1}, // another user's
+		{os.Getpid(), os.Getpid(), self + 1, uid},     // the client's pid, another process's now
+		{os.Getpid(), os.Getpid(), 0, uid},            // the client's start unknown
+		{os.Getpid(), os.Getpid(), self, uid + 1},     // the client, as another user
+		{os.Getppid(), os.Getpid(), self, uid},        // not a child at all
+		{1 << 30, os.Getpid(), self, uid},             // no such process
 	} {
-		if err := checkChild(tc.pid, tc.parent, tc.uid); !errors.Is(err, ErrNotChild) {
-			t.Errorf("checkChild(%d, %d, %d) = %v, want ErrNotChild", tc.pid, tc.parent, tc.uid, err)
+		if err := checkChild(tc.pid, tc.parent, tc.start, tc.uid); !errors.Is(err, ErrNotChild) {
+			t.Errorf("checkChild(%d, %d, %d, %d) = %v, want ErrNotChild", tc.pid, tc.parent, tc.start, tc.uid, err)
 		}
 	}
 	if _, err := parseStatus([]byte("Name:\tx\nPPid:\tabc\nUid:\t0\n")); err == nil {

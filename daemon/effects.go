@@ -94,8 +94,8 @@ func (s *server) placeJob(e core.PlaceJob) {
 	}
 	s.goFn(func() {
 		var p Placement = nonePlacement{pid: e.PID}
-		first := openFirst(e.PID)                        // before the check: from here on the pid is this process
-		err := checkChild(e.PID, e.ClientPID, e.Job.UID) // still the client's child, after the wait
+		first := openFirst(e.PID)                                       // before the check: from here on the pid is this process
+		err := checkChild(e.PID, e.ClientPID, e.ClientStart, e.Job.UID) // still the client or its child, after the wait
 		if err == nil && !e.Named {
 			// Bounded: a wedged service manager fails this job rather than
 			// every later one behind it.

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"testing"
 
@@ -45,4 +46,18 @@ func TestLeaseEndsWhenTheFirstProcessExits(t *testing.T) {
 	a.send(proto.Msg{Type: proto.TDone, Status: 137})
 	a.nc.Close()
 	b.expect(proto.TGranted) // the place never said it was empty
+}
+
+// A client may ask to be placed itself, to exec its job in place; its
+// lease then ends when it has exited (the none driver: with the connection
+// it inherits).
+func TestClientPlacedItself(t *testing.T) {
+	sock := startDaemon(t, Config{Policy: lockq.Freeze, drv: lateDriver{}})
+	a := acquire(t, sock, proto.Msg{Mode: "exclusive"})
+	a.expect(proto.TGranted)
+	a.send(proto.Msg{Type: proto.TPlace, PID: os.Getpid()})
+	a.expect(proto.TPlaced)
+	if l := list(t, sock); len(l) != 1 || l[0].ChildPID != os.Getpid() || l[0].PID != os.Getpid() {
+		t.Fatalf("listing %+v: want one job whose process is the client", l)
+	}
 }

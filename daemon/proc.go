@@ -10,16 +10,25 @@ import (
 	"strings"
 )
 
-// ErrNotChild: a pid to place is not the asking client's own child.
+// ErrNotChild: a pid to place is neither the asking client nor its own
+// child.
 var ErrNotChild = errors.New("daemon: pid is not the client's own child")
 
 // procRoot is where /proc is.
 const procRoot = "/proc"
 
-// checkChild verifies that pid is a child of parent and runs as uid. The
-// client cannot fake either: the parent pid and uid come from SO_PEERCRED,
-// and a client's unreaped child cannot be replaced by another process.
-func checkChild(pid, parent int, uid uint32) error {
+// checkChild verifies that pid is parent itself (a client that execs its
+// job in place: still the process that connected, started at
+// parentStart) or a child of parent, and runs as uid. The client cannot
+// fake any of it: the parent pid and uid come from SO_PEERCRED, its start
+// time was read when it connected, and a client's unreaped child cannot be
+// replaced by another process.
+func checkChild(pid, parent int, parentStart uint64, uid uint32) error {
+	if pid == parent {
+		if got, err := procStart(pid); err != nil || got != parentStart || parentStart == 0 {
+			return fmt.Errorf("%w: pid %d is not the client that connected (it exited, or its pid is another process's now)", ErrNotChild, pid)
+		}
+	}
 	b, err := os.ReadFile(fmt.Sprintf("%s/%d/status", procRoot, pid))
 	if err != nil {
 		return fmt.Errorf("%w: pid %d: %v", ErrNotChild, pid, err)
@@ -28,7 +37,7 @@ func checkChild(pid, parent int, uid uint32) error {
 	if err != nil {
 		return fmt.Errorf("%w: pid %d: %v", ErrNotChild, pid, err)
 	}
-	if st.ppid != parent {
+	if st.ppid != parent && pid != parent {
 		return fmt.Errorf("%w: pid %d has parent %d, the client is %d", ErrNotChild, pid, st.ppid, parent)
 	}
 	if st.uid != uid {

@@ -83,7 +83,8 @@ var (
 // Messages arrive on msgs from a reader goroutine that close waits for.
 type conn struct {
 	uc    *net.UnixConn
-	hello proto.Msg // the daemon's hello
+	r     *proto.Reader // the handshake's, then readLoop's
+	hello proto.Msg     // the daemon's hello
 
 	msgs chan received
 	stop chan struct{}
@@ -146,7 +147,7 @@ func dial(ctx context.Context, sock Socket, o dialOpts) (*conn, error) {
 	c.msgs = make(chan received)
 	c.stop = make(chan struct{})
 	c.wg.Add(1)
-	go c.readLoop(proto.NewReader(uc))
+	go c.readLoop(c.r)
 	return c, nil
 }
 
@@ -391,6 +392,7 @@ func logTail(path string, from int64) []string {
 
 // handshake sends hello and reads the daemon's.
 func (c *conn) handshake(client string) error {
+	c.r = proto.NewReader(c.uc)
 	if err := c.uc.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
 		return err
 	}
@@ -399,14 +401,13 @@ func (c *conn) handshake(client string) error {
 		// closes without reading our hello, which then fails to go out
 		// (EPIPE): what it said is still there to read.
 		c.uc.SetReadDeadline(time.Now().Add(refusalReadFor))
-		if m, rerr := readOne(c.uc); rerr == nil && m.Type == proto.TError {
+		if m, rerr := c.r.Read(); rerr == nil && m.Type == proto.TError {
 			return refusal(m)
 		}
 		return fmt.Errorf("send hello: %w", err)
 	}
-	// A reader used for the hello only: the daemon sends nothing more before
-	// our request, so no buffered bytes are lost when readLoop takes over.
-	m, err := readOne(c.uc)
+	// The reader readLoop goes on with: what it has buffered is not lost.
+	m, err := c.r.Read()
 	if err != nil {
 		return fmt.Errorf("read hello: %w", err)
 	}
@@ -434,31 +435,6 @@ func refusal(m proto.Msg) error {
 		return refusedError{what: "refused the connection: " + msg, overloaded: true}
 	}
 	return refusedError{what: fmt.Sprintf("refused the connection: %s: %s", printable(m.Code), printable(m.Message))}
-}
-
-// readOne reads exactly one line from r, byte by byte, so that nothing
-// after it is consumed.
-func readOne(r io.Reader) (proto.Msg, error) {
-	var line []byte
-	var b [1]byte
-	for {
-		n, err := r.Read(b[:])
-		if n == 1 {
-			line = append(line, b[0])
-			if b[0] == '\n' {
-				return proto.Decode(line)
-			}
-			if len(line) >= proto.MaxMessage {
-				return proto.Msg{}, proto.ErrTooLong
-			}
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return proto.Msg{}, err
-		}
-	}
 }
 
 func (c *conn) readLoop(r *proto.Reader) {
@@ -491,6 +467,28 @@ func (c *conn) close() {
 
 // dupFile returns a new descriptor for the connection, close-on-exec in this
 // process, for handing to a child as its lease.
+// keepOnExec lets the connection through an exec as descriptor
+// heldLeaseFD (5), as a held child hands it to the job: the job run in
+// place keeps the lease. Whatever this process had at 5 is replaced (it is
+// close-on-exec, as Go opens everything, unless this process inherited it).
+func (c *conn) keepOnExec() error {
+	rc, err := c.uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(s uintptr) {
+		if s == heldLeaseFD {
+			_, ferr = unix.FcntlInt(s, unix.F_SETFD, 0)
+			return
+		}
+		ferr = unix.Dup3(int(s), heldLeaseFD, 0)
+	}); err != nil {
+		return err
+	}
+	return ferr
+}
+
 func (c *conn) dupFile() (*os.File, error) {
 	rc, err := c.uc.SyscallConn()
 	if err != nil {

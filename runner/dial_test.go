@@ -104,7 +104,7 @@ func TestDialWaitsForAFullListenQueue(t *testing.T) {
 			wg.Go(func() {
 				defer c.Close()
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if m, err := readOne(c); err == nil && m.Type == proto.THello {
+				if m, err := proto.NewReader(c).Read(); err == nil && m.Type == proto.THello {
 					proto.Write(c, proto.Msg{Type: proto.THello, Version: proto.Version, PID: 42})
 				}
 			})

@@ -18,9 +18,13 @@
 //
 // # Processes
 //
-// The job is started as a re-execution of the running binary under the name
-// [HeldArg0]; that process waits for a go-ahead on a pipe and then execs the
-// command, so that the daemon can place it in the job's cgroup before the
-// command's first instruction runs. Every program that uses this package
-// must call [HeldChildMain] first thing when os.Args[0] is [HeldArg0].
+// With Options.InPlace, and where no feature needs a parent once the job runs,
+// the daemon places the client's own process in the job's cgroup and the
+// client then execs the command in place (see inplace.go): one process
+// start. Otherwise the job is started as a re-execution of the running
+// binary under the name [HeldArg0]; that process waits for a go-ahead on a
+// pipe and then execs the command, so that the daemon can place it in the
+// job's cgroup before the command's first instruction runs, and the client
+// stays its parent. Every program that uses this package must call
+// [HeldChildMain] first thing when os.Args[0] is [HeldArg0].
 package runner

@@ -71,6 +71,12 @@ type Options struct {
 	// Close keeps the lease descriptor from the job (-o): the lease then
 	// does not outlive this process unless the daemon's cgroup holds it.
 	Close bool
+	// InPlace lets Run exec the job in this very process once the daemon
+	// has placed it, where nothing needs a parent after (not with Close,
+	// Report, Key or Verbose): Run then returns only if the job could not
+	// start. Without it, or with one of those, the job is a held child and
+	// Run returns its exit status.
+	InPlace bool
 	// Report asks the daemon for a run report of an exclusive or group
 	// job: ReportText or ReportJSON; "" for none. It is written after the
 	// job exits, to Stderr or ReportFile.
@@ -200,6 +206,9 @@ func (j *job) run(ctx context.Context) int {
 	defer func() { j.c.close() }() // j.c changes when the request rejoins
 	if code, ok := j.wait(ctx); !ok {
 		return code
+	}
+	if j.inPlace() {
+		return j.runInPlace(ctx, path)
 	}
 	return j.runHeld(ctx, self, path)
 }
@@ -458,7 +467,7 @@ func (j *job) runHeld(ctx context.Context, self, path string) int {
 		j.say("cannot send to perflockd: %v", err)
 		return ExitUnavailable
 	}
-	if code, ok := j.awaitPlaced(ctx, h); !ok {
+	if code, ok := j.awaitPlaced(ctx, h.abort); !ok {
 		return code
 	}
 	if msg := h.release(); msg != "" {
@@ -512,20 +521,21 @@ func (j *job) runHeld(ctx context.Context, self, path string) int {
 	}
 }
 
-// awaitPlaced waits for the daemon to place the held child. On failure or
-// a signal it makes the child exit without running the job.
-func (j *job) awaitPlaced(ctx context.Context, h *heldChild) (int, bool) {
+// awaitPlaced waits for the daemon to place the job's process. On failure
+// or a signal it calls abort (which makes a held child exit without running
+// the job).
+func (j *job) awaitPlaced(ctx context.Context, abort func()) (int, bool) {
 	for {
 		select {
 		case <-ctx.Done():
-			h.abort()
+			abort()
 			return j.cancelled(syscall.SIGTERM), false
 		case sig := <-j.sigs:
-			h.abort()
+			abort()
 			return j.cancelled(sig), false
 		case r := <-j.c.msgs:
 			if r.err != nil {
-				h.abort()
+				abort()
 				j.say("lost the connection to perflockd before the job started: %v", connErr(r.err))
 				return ExitUnavailable, false
 			}
@@ -541,13 +551,13 @@ func (j *job) awaitPlaced(ctx context.Context, h *heldChild) (int, bool) {
 				}
 				return 0, true
 			case proto.TError:
-				h.abort()
+				abort()
 				return j.daemonError(r.msg), false
 			default:
 				if j.notice(r.msg) {
 					continue
 				}
-				h.abort()
+				abort()
 				j.say("unexpected %q message from perflockd while placing the job", r.msg.Type)
 				return ExitUnavailable, false
 			}

@@ -94,11 +94,12 @@ type JobSpec struct {
 // (unless Named: a job of named locks only has no cgroup), takes the first
 // figures of a run report when Report is set, and steps [PlaceDone].
 type PlaceJob struct {
-	Job       JobSpec
-	PID       int
-	ClientPID int
-	Named     bool
-	Report    bool
+	Job         JobSpec
+	PID         int // the client's child, or the client itself (a job run in place)
+	ClientPID   int
+	ClientStart uint64 // with ClientPID, the client process (Acquire.PIDStart)
+	Named       bool
+	Report      bool
 }
 
 // WatchEmpty watches a placed job's place; the shell steps [Emptied] once

@@ -44,10 +44,14 @@ type Event interface{ event() }
 // form, resolved the user's name, looked up the key's last success and,
 // for a rejoin, the ticket's token.
 type Acquire struct {
-	Conn        ConnID
-	UID         uint32
-	User        string
-	PID         int // the client's
+	Conn ConnID
+	UID  uint32
+	User string
+	PID  int // the client's
+	// PIDStart is the client's start time (clock ticks since boot, as
+	// /proc/PID/stat has it), read when it connected: with PID it names
+	// the client for good, should it ask to be placed itself.
+	PIDStart    uint64
 	Now         Time
 	Mode        string // as lockq.ParseMode reads it
 	Resources   []string

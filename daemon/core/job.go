@@ -51,6 +51,7 @@ type job struct {
 	uid         uint32
 	user        string
 	clientPID   int
+	clientStart uint64 // with clientPID, the client process (Acquire.PIDStart)
 	childPID    int
 	mode        lockq.Mode
 	resources   []string

@@ -36,7 +36,7 @@ func (c *Core) place(e Place) {
 		// Named locks only: no cgroup or scope, no pin, no turn. The lease
 		// is the connection and the descriptor the job inherits.
 		c.setPhase(j, Placing)
-		c.emit(PlaceJob{Job: c.spec(j), PID: e.PID, ClientPID: j.clientPID, Named: true, Report: j.report != reportNone})
+		c.emit(PlaceJob{Job: c.spec(j), PID: e.PID, ClientPID: j.clientPID, ClientStart: j.clientStart, Named: true, Report: j.report != reportNone})
 		return
 	}
 	// The CPU frequency first (--governor), then the place: the held child
@@ -76,7 +76,7 @@ func (c *Core) placeNext() {
 		j := c.jobs[next]
 		t.placing++
 		c.setPhase(j, Placing)
-		c.emit(PlaceJob{Job: c.spec(j), PID: j.childPID, ClientPID: j.clientPID, Report: j.report != reportNone})
+		c.emit(PlaceJob{Job: c.spec(j), PID: j.childPID, ClientPID: j.clientPID, ClientStart: j.clientStart, Report: j.report != reportNone})
 	}
 }
 

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -233,10 +235,13 @@ func TestKilledHoldingPerfrunKeepsTheLeaseUntilItsJobExits(t *testing.T) {
 	}
 }
 
-// leaseOutlivesKilledPerfrun kills a holding perfrun with SIGKILL: the next
-// waiter starts only once the killed one's job has exited.
+// leaseOutlivesKilledPerfrun kills, with SIGKILL, a holding perfrun that
+// stays its job's parent (-v: its notices need one): the next waiter
+// starts only once the killed one's job has exited. Then the same for a
+// job run in place whose first process is killed while a process it
+// started still runs.
 func leaseOutlivesKilledPerfrun(t *testing.T, e *env) {
-	x := e.job("perfrun", "X", nil)
+	x := e.job("perfrun", "X", []string{"-v"})
 	e.started("X")
 	y := e.job("perfrun", "Y", nil)
 	e.waitQueue("X:running Y:waiting")
@@ -250,9 +255,36 @@ func leaseOutlivesKilledPerfrun(t *testing.T, e *env) {
 	}
 	e.finish("X", 0)
 	e.started("Y")
+
+	// Z runs in place: perfrun's own process becomes "sh", which starts
+	// the agent Z and waits. Killing sh leaves Z running, and holding.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := e.start("perfrun", []string{"--socket", e.sock, "--", "sh", "-c", `"$@" & wait`, "sh", self, "-test.run=^$", "Z"},
+		envAgent+"="+filepath.Join(e.dir, "agents"), envName+"=Z")
+	e.waitQueue("Y:running Z:waiting")
 	e.finish("Y", 0)
 	if code := e.exit(y); code != 0 {
 		t.Fatalf("perfrun Y exited %d: %s", code, y.stderr)
+	}
+	e.started("Z")
+	w := e.job("perfrun", "W", nil)
+	e.waitQueue("Z:running W:waiting")
+	z.cmd.Process.Signal(syscall.SIGKILL) // sh, in place of perfrun
+	if code := e.exit(z); code != 128+int(syscall.SIGKILL) {
+		t.Fatalf("perfrun Z killed: exit %d, want %d (its job's own status)", code, 128+int(syscall.SIGKILL))
+	}
+	e.waitQueue("Z:running W:waiting")
+	if e.hasEvent("start W") {
+		t.Fatal("W started while a process of Z's job still ran")
+	}
+	e.finish("Z", 0)
+	e.started("W")
+	e.finish("W", 0)
+	if code := e.exit(w); code != 0 {
+		t.Fatalf("perfrun W exited %d: %s", code, w.stderr)
 	}
 	// Leave the daemon idle: in the systemd tier the next test shares it.
 	e.waitQueue("")
@@ -430,6 +462,43 @@ func TestMaxRuntimeStopsTheJob(t *testing.T) {
 			e.started("Y")
 			e.finish("Y", 0)
 			e.exit(y)
+		})
+	}
+}
+
+// perfrun runs its job in place: the job is perfrun's own process (its pid),
+// placed in the job's cgroup, with the lease on descriptor 5 and
+// PERFLOCK_JOB set; with -o it keeps a parent and the job has no lease
+// descriptor.
+func TestJobRunsInPlaceOfPerfrun(t *testing.T) {
+	for _, driver := range drivers() {
+		t.Run(driver, func(t *testing.T) {
+			e := newEnv(t, driver, "freeze")
+			script := `echo "$$ $PERFLOCK_JOB $(readlink /proc/self/fd/5 | cut -d: -f1)"; grep '^0::' /proc/self/cgroup`
+			for _, tc := range []struct {
+				flags   []string
+				inPlace bool
+			}{{nil, true}, {[]string{"-o"}, false}} {
+				cmd := exec.Command(filepath.Join(binDir, "perfrun"), append(append([]string{"--socket", e.sock}, tc.flags...), "--", "sh", "-c", script)...)
+				var out bytes.Buffer
+				cmd.Stdout = &out
+				if err := cmd.Run(); err != nil {
+					t.Fatalf("perfrun %v: %v", tc.flags, err)
+				}
+				var pid int
+				var job, lease string
+				fmt.Sscanf(out.String(), "%d %s %s", &pid, &job, &lease)
+				if (pid == cmd.Process.Pid) != tc.inPlace || !strings.HasPrefix(job, "x-") {
+					t.Errorf("perfrun %v: job pid %d, perfrun's %d, PERFLOCK_JOB %q; in place: %v", tc.flags, pid, cmd.Process.Pid, job, tc.inPlace)
+				}
+				if (lease == "socket") != tc.inPlace {
+					t.Errorf("perfrun %v: descriptor 5 is %q", tc.flags, lease)
+				}
+				if driver == "cgroupfs" && !strings.Contains(out.String(), "/exclusive/"+job) {
+					t.Errorf("perfrun %v: the job is not in its cgroup: %s", tc.flags, out.String())
+				}
+			}
+			e.waitQueue("")
 		})
 	}
 }

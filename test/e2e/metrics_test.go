@@ -237,9 +237,11 @@ func TestMetricsCountARealRun(t *testing.T) {
 		}
 	}
 
-	p := e.job("pls", "P", nil)
+	// The jobs whose exit results are counted keep a parent (-v), which
+	// reports their status; a job run in place has none (result "unknown").
+	p := e.job("pls", "P", []string{"-v"})
 	e.started("P")
-	x := e.job("perfrun", "X", nil)
+	x := e.job("perfrun", "X", []string{"-v"})
 	e.started("X")
 	e.waitQueue("P:frozen X:running")
 	if code := e.exit(e.job("perfrun", "B", []string{"-n"})); code != 75 {
@@ -248,11 +250,11 @@ func TestMetricsCountARealRun(t *testing.T) {
 	if code := e.exit(e.job("perfrun", "T", []string{"-t", "200ms"})); code != 75 {
 		t.Fatalf("perfrun -t 200ms behind a running job: exit %d, want 75", code)
 	}
-	y := e.job("perfrun", "Y", nil)
+	y := e.job("perfrun", "Y", []string{"-v"})
 	e.waitQueue("P:frozen X:running Y:waiting")
-	z := e.job("perfrun", "Z", nil)
+	z := e.job("perfrun", "Z", []string{"-v"}) // a parent, killed while Z runs
 	e.waitQueue("P:frozen X:running Y:waiting Z:waiting")
-	g := e.job("perfrun", "G", []string{"--group", "7"})
+	g := e.job("perfrun", "G", []string{"-v", "--group", "7"})
 	e.waitQueue("P:frozen X:running Y:waiting Z:waiting G:waiting")
 	w := e.job("perfrun", "W", nil)
 	e.waitQueue("P:frozen X:running Y:waiting Z:waiting G:waiting W:waiting")
@@ -424,7 +426,8 @@ func TestMetricsOnLoopbackTCP(t *testing.T) {
 		samples{`perflock_daemon_info{driver="none",policy="drain"}`: 1},
 		byMode("perflock_grants_total", 1, 0, 0),
 	), "perflock_daemon_info", "perflock_grants_total")
-	e.waitSample(scr, `perflock_job_exits_total{mode="exclusive",result="success"}`, 1)
+	// It ran in place: no parent saw its status.
+	e.waitSample(scr, `perflock_job_exits_total{mode="exclusive",result="unknown"}`, 1)
 	resp, err := client.Get("http://" + addr + "/other")
 	if err != nil {
 		t.Fatal(err)

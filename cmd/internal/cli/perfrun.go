@@ -16,7 +16,7 @@ import (
 
 // NewPerfrun is perfrun: run a command alone on the machine.
 func NewPerfrun() *cobra.Command {
-	return newJobCommand("perfrun", runner.Options{Mode: "exclusive"}, `perfrun runs CMD alone on the machine. It waits its turn in a fair first-come,
+	return newJobCommand("perfrun", runner.Options{Mode: "exclusive", InPlace: true}, `perfrun runs CMD alone on the machine. It waits its turn in a fair first-come,
 first-served queue kept by perflockd, then runs CMD with every core to itself and
 exits with CMD's status. Background jobs started with pls are frozen while CMD runs
 (or, under the daemon's drain policy, finish first and wait behind it).
@@ -73,7 +73,7 @@ to start a daemon: without a system daemon, perfrun starts a per-user one.`,
 // NewPls is pls: run background work that shares the machine and steps
 // aside for exclusive jobs.
 func NewPls() *cobra.Command {
-	return newJobCommand("pls", runner.Options{Mode: "shared", Preemptible: true}, `pls ("please") runs CMD as background work: any number of pls jobs run side by
+	return newJobCommand("pls", runner.Options{Mode: "shared", Preemptible: true, InPlace: true}, `pls ("please") runs CMD as background work: any number of pls jobs run side by
 side, but they step aside for exclusive jobs (perfrun). While an exclusive job runs,
 pls jobs are frozen (the daemon's freeze policy, the default) and thawed after it;
 under the drain policy no new pls job starts while an exclusive job waits, and the
@@ -270,19 +270,31 @@ EXIT STATUS
   126           CMD was found but cannot be executed
   127           CMD was not found (checked before waiting in line)
 
+PROCESSES
+  When its turn comes, %[1]s has perflockd place its own process in the job's
+  cgroup or scope, then execs CMD in place, as systemd-run --scope does: CMD keeps
+  %[1]s's pid, terminal, signals and exit status, and nothing else stays behind.
+  %[1]s stays as CMD's parent (CMD then runs as its child, placed before it execs)
+  only where a feature needs one once CMD runs: --report (the report comes after
+  CMD), --key, --if-elapsed, --replace and --expire-after (CMD's exit status goes
+  to the history), -v (notices while CMD runs, and its exit status) and -o (the
+  lease is then %[1]s's, not CMD's).
+
 SIGNALS
   While waiting, SIGINT (Ctrl-C), SIGTERM, SIGHUP and SIGQUIT cancel the request:
-  %[1]s exits 128+N. While CMD runs, %[1]s forwards SIGTERM, SIGHUP, SIGQUIT and
-  SIGINT to it, except that when CMD runs in the terminal's foreground, SIGINT and
-  SIGQUIT are not forwarded: CMD shares %[1]s's process group, so Ctrl-C and Ctrl-\
-  already reach it from the terminal, and forwarding them would deliver them twice.
-  Signals ignored when %[1]s starts (nohup) stay ignored, for CMD too.
+  %[1]s exits 128+N. Once CMD runs in place, signals reach it directly. Where %[1]s
+  stays CMD's parent, it forwards SIGTERM, SIGHUP, SIGQUIT and SIGINT to it, except
+  that when CMD runs in the terminal's foreground, SIGINT and SIGQUIT are not
+  forwarded: CMD shares %[1]s's process group, so Ctrl-C and Ctrl-\ already reach
+  it from the terminal, and forwarding them would deliver them twice. Signals
+  ignored when %[1]s starts (nohup) stay ignored, for CMD too.
 
 LEASE
   CMD inherits the connection to perflockd as file descriptor 5, the way flock(1)
   hands its lock to the command: with the none driver (no cgroups) the lease then
-  lasts until the last copy is closed, even if %[1]s is killed. -o keeps it from
-  CMD. With cgroups, the lease lasts until the job's cgroup is empty as well.
+  lasts until the last copy is closed, even if %[1]s (as CMD's parent) is killed.
+  -o keeps it from CMD. With cgroups, the lease lasts until the job's cgroup is
+  empty as well: a process CMD started keeps it after CMD has exited.
 
 ASLR
   --no-aslr turns address-space layout randomization off for CMD's own process

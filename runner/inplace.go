@@ -1,0 +1,88 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/perflock/perflock/proto"
+)
+
+// A job runs in place where nothing needs a parent once it runs, as
+// systemd-run --scope does: the daemon places this very process in the
+// job's cgroup or scope, and this process then execs the job. One process
+// start, not two; the job's exit status, signals and terminal are simply
+// its own; the lease lives on in the job (its cgroup, and the daemon
+// connection it inherits).
+//
+// A parent stays (the held child, see HeldChildMain) where a feature needs
+// one after the job started: a run report (--report), the exit status a
+// keyed job's history records (--key and what implies it), the notices of
+// --verbose, and -o (the lease descriptor kept from the job, so the lease
+// is this process's).
+
+// inPlace reports whether the job execs in this process (Options.InPlace
+// and no feature that needs a parent).
+func (j *job) inPlace() bool {
+	return j.o.InPlace && !j.o.Close && j.o.Report == "" && j.o.Key == "" && !j.o.Verbose
+}
+
+// runInPlace has the daemon place this process, then execs the job. It
+// returns only when the job could not be started, with the status to exit
+// with.
+func (j *job) runInPlace(ctx context.Context, path string) int {
+	if err := j.c.send(proto.Msg{Type: proto.TPlace, PID: os.Getpid()}); err != nil {
+		j.say("cannot send to perflockd: %v", err)
+		return ExitUnavailable
+	}
+	if code, ok := j.awaitPlaced(ctx, func() {}); !ok {
+		return code
+	}
+	// This process is the job's now: a signal from here on is the job's.
+	signal.Stop(j.sigs)
+	select {
+	case sig := <-j.sigs:
+		return j.cancelled(sig)
+	default:
+	}
+	if err := useStdio(j.o.Stdin, j.o.Stdout, j.o.Stderr); err != nil {
+		j.say("cannot hand the standard files to the job: %v", err)
+		return ExitUnavailable
+	}
+	if err := j.c.keepOnExec(); err != nil {
+		j.say("cannot hand the lease to the job: %v", err)
+		return ExitUnavailable
+	}
+	// The persona is the thread's: set it on the thread that execs.
+	runtime.LockOSThread()
+	if j.o.NoASLR {
+		if err := disableASLR(); err != nil {
+			j.say("--no-aslr: %s", trimPrefix(err))
+			return ExitUnavailable
+		}
+	}
+	err := syscall.Exec(path, j.argv, append(os.Environ(), EnvJob+"="+j.name))
+	j.say("cannot run %s: %v", printable(j.argv[0]), err)
+	if errors.Is(err, syscall.ENOENT) {
+		return ExitNotFound
+	}
+	return ExitCannotExec
+}
+
+// useStdio makes the job's standard files this process's descriptors 0, 1
+// and 2 (they are already, unless Options named others).
+func useStdio(files ...*os.File) error {
+	for n, f := range files {
+		if fd := int(f.Fd()); fd != n {
+			if err := unix.Dup3(fd, n, 0); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
