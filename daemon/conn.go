@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +35,9 @@ type conn struct {
 	start uint64
 
 	watch *watcher // loop-owned: set for a watching connection
+	// closing is set before the connection is closed: it is not parked
+	// from then on (see parker).
+	closing atomic.Bool
 
 	mu          sync.Mutex
 	outbox      []proto.Msg
@@ -55,15 +59,26 @@ func newConn(s *server, id core.ConnID, nc *net.UnixConn, cred *unix.Ucred) *con
 // everything that touches shared state through the loop.
 func (c *conn) read() {
 	c.s.post(func() { c.s.conns[c.id] = c }) // first: whatever it posts next finds it
-	defer func() {
-		c.stopOnClose()
-		c.kill()
-		c.s.post(func() { c.s.closed(c) })
-	}()
+	if !c.converse() {
+		c.end()
+	}
+}
+
+// end closes the connection once its reading is over and tells the loop.
+func (c *conn) end() {
+	c.stopOnClose()
+	c.kill()
+	c.s.post(func() { c.s.closed(c) })
+}
+
+// converse reads the conversation; it reports whether the connection was
+// parked (its reading goes on later, in another goroutine) rather than
+// over.
+func (c *conn) converse() (parked bool) {
 	r := proto.NewReader(c.nc)
 	m, ok := c.handshake(r)
 	if !ok {
-		return
+		return false
 	}
 	switch m.Type {
 	case proto.TCancel:
@@ -83,12 +98,13 @@ func (c *conn) read() {
 		}
 	case proto.TAcquire:
 		if c.acquire(m) {
-			c.session(r)
+			return c.session(r, false)
 		}
 	default:
 		c.fail(proto.CodeInvalid, "expected acquire, list, watch or cancel, got %s", m.Type)
 		c.drain()
 	}
+	return false
 }
 
 // handshake answers the client's hello and reads its request.
@@ -119,13 +135,21 @@ func (c *conn) handshake(r *proto.Reader) (proto.Msg, bool) {
 }
 
 // session reads what a client with a request sends after it: place, done.
-func (c *conn) session(r *proto.Reader) {
+// Whenever nothing is left to read it parks the connection (see parker)
+// and reports true; resumed (readable again), it reads before it parks.
+func (c *conn) session(r *proto.Reader, resumed bool) (parked bool) {
 	s := c.s
-	for {
+	for ; ; resumed = false {
+		if !resumed && r.Buffered() == 0 {
+			r.Idle() // before parking: then another goroutine may read
+			if s.parker.park(c, func() { c.resume(r) }) {
+				return true
+			}
+		}
 		m, err := r.Read()
 		if err != nil {
 			c.readFailed(err)
-			return
+			return false
 		}
 		switch m.Type {
 		case proto.TPlace:
@@ -136,7 +160,7 @@ func (c *conn) session(r *proto.Reader) {
 				s.log.Warn("place refused", "pid", m.PID, "client", c.cred.Pid, "err", err)
 				c.fail(proto.CodeDenied, "%v", err)
 				c.drain()
-				return
+				return false
 			}
 			s.post(func() { s.step(core.Place{Conn: c.id, PID: m.PID, Now: s.now()}) })
 		case proto.TDone:
@@ -144,8 +168,15 @@ func (c *conn) session(r *proto.Reader) {
 		default:
 			c.fail(proto.CodeInvalid, "unexpected %s message", m.Type)
 			c.drain()
-			return
+			return false
 		}
+	}
+}
+
+// resume goes on reading a parked connection's session.
+func (c *conn) resume(r *proto.Reader) {
+	if !c.session(r, true) {
+		c.end()
 	}
 }
 

@@ -8,13 +8,16 @@
 // connections, results of drivers, time) and carries out the effects the
 // core returns (replies, placements, freezes, pins, records). Connections,
 // placements, emptiness watches, the freezer and the pin run in goroutines
-// of their own that report back to the loop as events; every goroutine is
-// started by the server and waited for before Run returns.
+// of their own that report back to the loop as events (a connection with
+// nothing to read is parked, its goroutine ended, until it is readable);
+// every goroutine is started by the server and waited for before Run
+// returns.
 //
 // Files: daemon.go (configuration, start), socket.go (the listening
 // socket), server.go (the loop), admission.go (connections admitted or
 // refused without the loop), effects.go (the core's effects carried out),
-// conn.go and outbox.go (one client: reading, writing), render.go
+// conn.go and outbox.go (one client: reading, writing), parker.go (idle
+// connections kept without a goroutine, in an epoll set), render.go
 // (replies, listings, the status line), driver*.go (where jobs run: none,
 // cgroupfs, systemd), firstexit.go (a lease ended as soon as the job's
 // first process has exited and its place is empty), adopt.go and
@@ -276,6 +279,12 @@ func (s *server) serve() error {
 		log.Warn("saving the waiting requests; after a restart they cannot rejoin at their places", "err", err)
 	}
 	defer s.shutdown()
+	if p, err := newParker(s); err != nil {
+		log.Warn("every connection keeps a goroutine of its own (no epoll set for idle ones)", "err", err)
+	} else {
+		s.parker = p
+		s.goFn(func() { p.run(s.ctx) })
+	}
 	s.goFn(s.accept)
 	return s.loop()
 }

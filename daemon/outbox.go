@@ -27,6 +27,8 @@ func (c *conn) send(m proto.Msg) {
 	if len(c.outbox) > maxOutbox {
 		c.s.log.Warn("dropping a client that does not read", "pid", c.cred.Pid, "uid", c.cred.Uid, "queued", len(c.outbox))
 		c.dead = true
+		c.closing.Store(true)
+		c.s.parker.unpark(c)
 		c.nc.Close()
 	}
 	c.signal()
@@ -141,6 +143,9 @@ func (c *conn) shut() bool {
 	if empty {
 		c.nc.CloseWrite()
 		c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+		// A parked reader reads again, so that the deadline applies.
+		c.closing.Store(true)
+		c.s.parker.unpark(c)
 	}
 	return empty
 }
@@ -149,5 +154,7 @@ func (c *conn) kill() {
 	c.mu.Lock()
 	c.dead = true
 	c.mu.Unlock()
+	c.closing.Store(true)
+	c.s.parker.unpark(c)
 	c.nc.Close()
 }

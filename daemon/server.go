@@ -46,6 +46,7 @@ type server struct {
 	sockID    socketID // the socket file made, zero with socket activation
 	connID    atomic.Uint64
 	adm       admission // the accept goroutine's: open connections per user
+	parker    *parker   // idle connections, read again when readable; nil: none
 
 	// Loop-owned.
 	core       *core.Core

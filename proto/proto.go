@@ -276,20 +276,43 @@ var (
 
 // Reader reads messages from a stream.
 type Reader struct {
-	br *bufio.Reader
+	src io.Reader
+	br  *bufio.Reader // nil while idle (see Idle)
+}
+
+// readerBuffer is a Reader's buffer: small, since a daemon keeps one per
+// client and most messages are short; longer ones are read in pieces.
+const readerBuffer = 512
+
+// Buffered is how many bytes were read from the stream but not yet
+// returned as messages.
+func (r *Reader) Buffered() int {
+	if r.br == nil {
+		return 0
+	}
+	return r.br.Buffered()
+}
+
+// Idle lets go of the buffer if it holds nothing (a connection that will
+// not be read for a while); the next Read makes another.
+func (r *Reader) Idle() {
+	if r.Buffered() == 0 {
+		r.br = nil
+	}
 }
 
 // NewReader returns a Reader on r.
 func NewReader(r io.Reader) *Reader {
-	// Small: a daemon keeps one per client, and most messages are short;
-	// longer ones are read in pieces.
-	return &Reader{br: bufio.NewReaderSize(r, 512)}
+	return &Reader{src: r, br: bufio.NewReaderSize(r, readerBuffer)}
 }
 
 // Read returns the next message. It fails with ErrTooLong when a line
 // exceeds MaxMessage (the stream is then unusable), ErrMalformed for a bad
 // message, and io.EOF at a clean end of stream.
 func (r *Reader) Read() (Msg, error) {
+	if r.br == nil {
+		r.br = bufio.NewReaderSize(r.src, readerBuffer)
+	}
 	var line []byte
 	for {
 		chunk, err := r.br.ReadSlice('\n')
