@@ -258,4 +258,4 @@ func (b *bench) fairnessOnce(ctx context.Context, p peer, hold, every, stream, a
 }
 
 // drainWhy explains a drain wait over one shared hold.
-const drainWhy = "the last shared job granted before the request holds 0.3 s from its own start, which comes after its pls client's start; then the lease ends on the cgroup's empty notification and perfrun pays its own start (see Overhead): the excess over 0.3 s is per-job client overhead, not queueing."
+const drainWhy = "the last shared job granted before the request holds 0.3 s from its own start, which comes after its pls client's start; then the lease ends once its process has exited and its cgroup is empty, and perfrun pays its own start (see Overhead): the excess over 0.3 s is per-job client overhead, not queueing."
