@@ -71,6 +71,7 @@ func (p *parker) park(c *conn, resume func()) bool {
 	if p.closed || c.closing.Load() {
 		return false
 	}
+	var ctlErr error
 	err = rc.Control(func(s uintptr) {
 		fd = int32(s)
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: fd}
@@ -78,9 +79,9 @@ func (p *parker) park(c *conn, resume func()) bool {
 		if got, ok := p.inSet[c]; ok && got == fd {
 			op = unix.EPOLL_CTL_MOD // one-shot: disabled since it last fired
 		}
-		err = unix.EpollCtl(p.ep, op, int(fd), &ev)
+		ctlErr = unix.EpollCtl(p.ep, op, int(fd), &ev)
 	})
-	if err != nil {
+	if err != nil || ctlErr != nil {
 		return false
 	}
 	p.inSet[c] = fd
@@ -90,9 +91,9 @@ func (p *parker) park(c *conn, resume func()) bool {
 
 // unpark takes c out before its descriptor is closed (c.closing set), and
 // goes on with its reading if it was parked (which then ends, as the
-// connection is closed); it also forgets a connection whose reading ended. Closing a
-// descriptor takes it out of the epoll set by itself, but then nothing
-// would read c again and tell the loop it is gone.
+// connection is closed); it also forgets a connection whose reading ended.
+// Closing a descriptor takes it out of the epoll set by itself, but then
+// nothing would read c again and tell the loop it is gone.
 func (p *parker) unpark(c *conn) {
 	if p == nil {
 		return
