@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/perflock/perflock/proto"
 )
 
 // HeldArg0 is the name under which a perflock binary runs as a held child:
@@ -156,4 +159,83 @@ func (h *heldChild) abort() {
 
 func dupCloexec(fd int) (int, error) {
 	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// runHeld starts the job held, has the daemon place it, releases it,
+// forwards signals while it runs and returns its exit status.
+func (j *job) runHeld(ctx context.Context, self, path string) int {
+	var lease *os.File
+	if !j.o.Close {
+		var err error
+		if lease, err = j.c.dupFile(); err != nil {
+			j.say("%v", err)
+			return ExitUnavailable
+		}
+	}
+	env := append(os.Environ(), EnvJob+"="+j.name)
+	h, err := startHeld(self, path, j.argv, env, j.o.NoASLR, j.o.Stdin, j.o.Stdout, j.o.Stderr, lease)
+	if lease != nil {
+		lease.Close()
+	}
+	if err != nil {
+		j.say("%v", err)
+		return ExitUnavailable
+	}
+	if err := j.c.send(proto.Msg{Type: proto.TPlace, PID: h.cmd.Process.Pid}); err != nil {
+		h.abort()
+		j.say("cannot send to perflockd: %v", err)
+		return ExitUnavailable
+	}
+	if code, ok := j.awaitPlaced(ctx, h.abort); !ok {
+		return code
+	}
+	if msg := h.release(); msg != "" {
+		j.say("cannot run %s: %s", printable(j.argv[0]), msg)
+	}
+
+	waited := make(chan error, 1)
+	go func() { waited <- h.cmd.Wait() }()
+	msgs := j.c.msgs
+	ctxDone := ctx.Done()
+	for {
+		select {
+		case sig := <-j.sigs:
+			if shouldForward(sig, j.o.Stdin) {
+				h.cmd.Process.Signal(sig)
+			}
+		case <-ctxDone:
+			ctxDone = nil
+			h.cmd.Process.Signal(syscall.SIGTERM)
+		case r := <-msgs:
+			if r.err != nil {
+				msgs = nil
+				j.verbose("lost the connection to perflockd: %v", connErr(r.err))
+				continue
+			}
+			if !j.notice(r.msg) && r.msg.Type == proto.TError {
+				j.verbose("perflockd: %s: %s", r.msg.Code, printable(r.msg.Message))
+			}
+		case <-waited:
+			ws, _ := h.cmd.ProcessState.Sys().(syscall.WaitStatus)
+			code := ExitStatus(ws)
+			var rep *proto.Report
+			why := "lost the connection to perflockd while the job ran"
+			if msgs != nil {
+				err := j.c.send(proto.Msg{Type: proto.TDone, Status: code})
+				if j.o.Report != "" && err == nil {
+					rep, why = j.awaitReport(msgs)
+				}
+			}
+			j.c.close()
+			if ws.Signaled() {
+				j.verbose("%s: killed by signal %d (%v): exit status %d", printable(j.argv[0]), ws.Signal(), ws.Signal(), code)
+			} else {
+				j.verbose("%s: exit status %d", printable(j.argv[0]), code)
+			}
+			if j.o.Report != "" {
+				j.emitReport(rep, why)
+			}
+			return code
+		}
+	}
 }
