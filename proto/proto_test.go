@@ -235,3 +235,28 @@ func TestGovernorField(t *testing.T) {
 		t.Errorf("list entry: %s, %v", b, err)
 	}
 }
+
+// A reader lets go of its buffer only when nothing is buffered, and reads on
+// after Idle as before.
+func TestReaderIdleKeepsWhatIsBuffered(t *testing.T) {
+	a, _ := Encode(Msg{Type: TDone, Status: 1})
+	b, _ := Encode(Msg{Type: TDone, Status: 2})
+	r := NewReader(strings.NewReader(string(a) + string(b)))
+	if m, err := r.Read(); err != nil || m.Status != 1 {
+		t.Fatalf("first: %+v %v", m, err)
+	}
+	if r.Buffered() == 0 {
+		t.Fatal("the second message is not buffered")
+	}
+	r.Idle() // something is buffered: kept
+	if m, err := r.Read(); err != nil || m.Status != 2 {
+		t.Fatalf("second after Idle: %+v %v", m, err)
+	}
+	r.Idle()
+	if r.Buffered() != 0 || r.br != nil {
+		t.Fatal("an idle reader kept its buffer")
+	}
+	if _, err := r.Read(); err != io.EOF {
+		t.Fatalf("after the stream: %v, want EOF", err)
+	}
+}
