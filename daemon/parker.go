@@ -115,10 +115,18 @@ func (p *parker) unpark(c *conn) {
 // run waits for parked connections to become readable until ctx ends. It
 // owns the epoll set and the eventfd.
 func (p *parker) run(ctx context.Context) {
-	stop := context.AfterFunc(ctx, func() { unix.Write(p.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0}) })
-	defer stop()
 	defer unix.Close(p.ep)
 	defer unix.Close(p.wake)
+	woken := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(woken)
+		unix.Write(p.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	})
+	defer func() { // before the eventfd is closed: no write into a reused descriptor
+		if !stop() {
+			<-woken
+		}
+	}()
 	events := make([]unix.EpollEvent, 64)
 	for {
 		n, err := unix.EpollWait(p.ep, events, -1)

@@ -84,7 +84,11 @@ type Msg struct {
 	Client  string `json:"client,omitempty"` // client → daemon: program name
 	Driver  string `json:"driver,omitempty"` // daemon → client
 	Policy  string `json:"policy,omitempty"` // daemon → client
-	PID     int    `json:"pid,omitempty"`    // hello: daemon pid; place: the child to place
+	PID     int    `json:"pid,omitempty"`    // hello: daemon pid; place: the child to place, or the client itself
+	// InPlace (daemon → client hello): the daemon places a client itself,
+	// which then execs its job in place; an older daemon places children
+	// only.
+	InPlace bool `json:"in_place,omitempty"`
 
 	// acquire
 	Mode        string   `json:"mode,omitempty"` // "exclusive", "shared", "group(ID)"

@@ -469,8 +469,8 @@ func (c *conn) close() {
 // process, for handing to a child as its lease.
 // keepOnExec lets the connection through an exec as descriptor
 // heldLeaseFD (5), as a held child hands it to the job: the job run in
-// place keeps the lease. Whatever this process had at 5 is replaced (it is
-// close-on-exec, as Go opens everything, unless this process inherited it).
+// place keeps the lease. What this process had at 5 is replaced: the
+// reservation made at start, or a descriptor it inherited (see leaseSlot).
 func (c *conn) keepOnExec() error {
 	rc, err := c.uc.SyscallConn()
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -26,10 +28,50 @@ import (
 // --verbose, and -o (the lease descriptor kept from the job, so the lease
 // is this process's).
 
-// inPlace reports whether the job execs in this process (Options.InPlace
-// and no feature that needs a parent).
+// inPlace reports whether the job execs in this process: Options.InPlace,
+// no feature that needs a parent, a daemon that places its clients
+// themselves (hello's in_place), descriptor 5 free for the lease (see
+// leaseSlot), and not inside a job already: there the client would take
+// the outer job's last process, and its last lease descriptor, into the
+// inner job, and the outer lease would end while its work goes on.
 func (j *job) inPlace() bool {
-	return j.o.InPlace && !j.o.Close && j.o.Report == "" && j.o.Key == "" && !j.o.Verbose
+	return j.o.InPlace && !j.o.Close && j.o.Report == "" && j.o.Key == "" && !j.o.Verbose &&
+		j.c.hello.InPlace && leaseSlot != slotRuntime && os.Getenv(EnvJob) == ""
+}
+
+// What descriptor heldLeaseFD (5) was when this program started.
+const (
+	slotFree      = iota // nothing: it was reserved (see init), for the lease
+	slotInherited        // inherited from the parent: the lease replaces it, as a held child's does
+	slotRuntime          // the Go runtime's own (close-on-exec): never touched
+)
+
+// leaseSlot is what descriptor 5 was when this program started. A job run
+// in place gets its lease as descriptor 5, put there just before the exec;
+// the Go runtime must not be using 5 then (its poller's descriptors come
+// later), so it is reserved, close-on-exec, before main runs.
+var leaseSlot = reserveLeaseSlot()
+
+func reserveLeaseSlot() int {
+	flags, err := unix.FcntlInt(heldLeaseFD, unix.F_GETFD, 0)
+	switch {
+	case err == nil && flags&unix.FD_CLOEXEC != 0:
+		return slotRuntime // opened by this process: the runtime's
+	case err == nil:
+		return slotInherited
+	}
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return slotRuntime // cannot reserve: do not use it
+	}
+	if fd != heldLeaseFD {
+		err = unix.Dup3(fd, heldLeaseFD, unix.O_CLOEXEC)
+		unix.Close(fd)
+		if err != nil {
+			return slotRuntime
+		}
+	}
+	return slotFree
 }
 
 // runInPlace has the daemon place this process, then execs the job. It
@@ -66,12 +108,19 @@ func (j *job) runInPlace(ctx context.Context, path string) int {
 			return ExitUnavailable
 		}
 	}
-	err := syscall.Exec(path, j.argv, append(os.Environ(), EnvJob+"="+j.name))
+	err := syscall.Exec(path, j.argv, jobEnv(j.name))
 	j.say("cannot run %s: %v", printable(j.argv[0]), err)
 	if errors.Is(err, syscall.ENOENT) {
 		return ExitNotFound
 	}
 	return ExitCannotExec
+}
+
+// jobEnv is this process's environment with EnvJob set to name (any
+// earlier EnvJob taken out: the first of two would win).
+func jobEnv(name string) []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, EnvJob+"=") })
+	return append(env, EnvJob+"="+name)
 }
 
 // useStdio makes the job's standard files this process's descriptors 0, 1

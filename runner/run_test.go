@@ -216,3 +216,21 @@ func TestCommandKey(t *testing.T) {
 		t.Errorf("the key is not a valid name: %v", err)
 	}
 }
+
+// A job's environment names its job once: an outer job's PERFLOCK_JOB is
+// replaced, not shadowed (the first of two would win).
+func TestJobEnvNamesTheJobOnce(t *testing.T) {
+	t.Setenv(EnvJob, "x-1")
+	n := 0
+	for _, kv := range jobEnv("x-2") {
+		if strings.HasPrefix(kv, EnvJob+"=") {
+			n++
+			if kv != EnvJob+"=x-2" {
+				t.Errorf("%s, want %s=x-2", kv, EnvJob)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d %s entries, want 1", n, EnvJob)
+	}
+}

@@ -477,9 +477,17 @@ func TestJobRunsInPlaceOfPerfrun(t *testing.T) {
 			script := `echo "$$ $PERFLOCK_JOB $(readlink /proc/self/fd/5 | cut -d: -f1)"; grep '^0::' /proc/self/cgroup`
 			for _, tc := range []struct {
 				flags   []string
+				env     string
 				inPlace bool
-			}{{nil, true}, {[]string{"-o"}, false}} {
+			}{
+				{nil, "", true},
+				{[]string{"-o"}, "", false},
+				// Inside a job (an unknown one here): a parent stays, so
+				// an outer job run in place would not lose its lease.
+				{nil, runner.EnvJob + "=x-999999", false},
+			} {
 				cmd := exec.Command(filepath.Join(binDir, "perfrun"), append(append([]string{"--socket", e.sock}, tc.flags...), "--", "sh", "-c", script)...)
+				cmd.Env = append(os.Environ(), tc.env)
 				var out bytes.Buffer
 				cmd.Stdout = &out
 				if err := cmd.Run(); err != nil {
@@ -491,7 +499,7 @@ func TestJobRunsInPlaceOfPerfrun(t *testing.T) {
 				if (pid == cmd.Process.Pid) != tc.inPlace || !strings.HasPrefix(job, "x-") {
 					t.Errorf("perfrun %v: job pid %d, perfrun's %d, PERFLOCK_JOB %q; in place: %v", tc.flags, pid, cmd.Process.Pid, job, tc.inPlace)
 				}
-				if (lease == "socket") != tc.inPlace {
+				if (lease == "socket") != (tc.flags == nil) { // -o keeps it from the job
 					t.Errorf("perfrun %v: descriptor 5 is %q", tc.flags, lease)
 				}
 				if driver == "cgroupfs" && !strings.Contains(out.String(), "/exclusive/"+job) {
