@@ -278,7 +278,9 @@ PROCESSES
   only where a feature needs one once CMD runs: --report (the report comes after
   CMD), --key, --if-elapsed, --replace and --expire-after (CMD's exit status goes
   to the history), -v (notices while CMD runs, and its exit status) and -o (the
-  lease is then %[1]s's, not CMD's).
+  lease is then %[1]s's, not CMD's); also inside another job (PERFLOCK_JOB set),
+  so that the outer job keeps its own process and lease, and with a perflockd
+  too old to place a client itself.
 
 SIGNALS
   While waiting, SIGINT (Ctrl-C), SIGTERM, SIGHUP and SIGQUIT cancel the request:
