@@ -94,12 +94,7 @@ func TestPerUserDaemonForAUserWithoutAHome(t *testing.T) {
 // reason from its log, not after the client has waited for it to listen.
 func TestAutostartedDaemonThatFailsIsReportedAtOnce(t *testing.T) {
 	e := newEnv(t, "", "")
-	runtime := filepath.Join(e.dir, "runtime")
-	if err := os.MkdirAll(filepath.Join(runtime, "perflock"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(runtime, 0o700)
-	sock := filepath.Join(runtime, "perflock", runner.SocketName)
+	runtime, sock := e.runtimeDir()
 	// A file where the socket goes: connect(2) is refused, and the daemon
 	// refuses to replace what is not a socket.
 	if err := os.WriteFile(sock, nil, 0o600); err != nil {
@@ -123,12 +118,7 @@ func TestAutostartedDaemonThatFailsIsReportedAtOnce(t *testing.T) {
 // beside them, else the one in PATH, and say what to do when there is none.
 func TestAutostartFindsPerflockdBesideTheCommandOrSaysItIsMissing(t *testing.T) {
 	e := newEnv(t, "", "")
-	runtime := filepath.Join(e.dir, "runtime")
-	if err := os.MkdirAll(filepath.Join(runtime, "perflock"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(runtime, 0o700)
-	sock := filepath.Join(runtime, "perflock", runner.SocketName)
+	runtime, sock := e.runtimeDir()
 	t.Cleanup(func() { killDaemonsOn(sock) })
 	alone := filepath.Join(e.dir, "alone")
 	os.Mkdir(alone, 0o755)
@@ -152,4 +142,16 @@ func TestAutostartFindsPerflockdBesideTheCommandOrSaysItIsMissing(t *testing.T) 
 	if _, err := os.Stat(sock); err != nil {
 		t.Fatalf("no per-user daemon started: %v", err)
 	}
+}
+
+// runtimeDir makes an XDG_RUNTIME_DIR of the env's own with its perflock
+// folder (0700), and names the per-user socket there.
+func (e *env) runtimeDir() (runtime, sock string) {
+	e.t.Helper()
+	runtime = filepath.Join(e.dir, "runtime")
+	if err := os.MkdirAll(filepath.Join(runtime, "perflock"), 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	os.Chmod(runtime, 0o700)
+	return runtime, filepath.Join(runtime, "perflock", runner.SocketName)
 }
