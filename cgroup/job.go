@@ -65,11 +65,9 @@ func (j *Job) Pids() ([]int, error) {
 	return pids, nil
 }
 
-// Populated reports whether any process is in the job now.
-func (j *Job) Populated() (bool, error) {
-	ev, err := readEvents(j.dir)
-	return ev.Populated, err
-}
+// Populated reports whether any process is in the job now (see
+// [Populated]).
+func (j *Job) Populated() (bool, error) { return Populated(j.dir) }
 
 // Populated reports whether any process is in the cgroup at dir now
 // ("populated 1" in its cgroup.events); a cgroup that no longer exists has

@@ -29,9 +29,9 @@ type conn struct {
 	id   core.ConnID
 	nc   *net.UnixConn
 	cred *unix.Ucred
-	// start is the client's start time when it connected (procStart; 0
-	// if unknown): with cred.Pid it names the client, which may ask to be
-	// placed itself.
+	// start is the client's start time (procStart; 0 if unknown), read
+	// when its request comes, by the goroutine that reads its place: with
+	// cred.Pid it names the client, which may ask to be placed itself.
 	start uint64
 
 	watch *watcher // loop-owned: set for a watching connection
@@ -50,7 +50,6 @@ type conn struct {
 
 func newConn(s *server, id core.ConnID, nc *net.UnixConn, cred *unix.Ucred) *conn {
 	c := &conn{s: s, id: id, nc: nc, cred: cred}
-	c.start, _ = procStart(int(cred.Pid))
 	c.stopOnClose = context.AfterFunc(s.ctx, func() { nc.Close() })
 	return c
 }
@@ -154,7 +153,7 @@ func (c *conn) session(r *proto.Reader, resumed bool) (parked bool) {
 		switch m.Type {
 		case proto.TPlace:
 			// The client cannot fake its pid or uid (SO_PEERCRED) nor its
-			// start time (read when it connected), and its unreaped child
+			// start time (read when it asked), and its unreaped child
 			// cannot be replaced by another process.
 			if err := checkChild(m.PID, int(c.cred.Pid), c.start, c.cred.Uid); err != nil {
 				s.log.Warn("place refused", "pid", m.PID, "client", c.cred.Pid, "err", err)
@@ -195,6 +194,7 @@ func (c *conn) acquire(m proto.Msg) bool {
 		s.log.Warn("rejoin refused (a token not of this ticket and user): queued as a new request", "ticket", m.Ticket, "uid", c.cred.Uid, "pid", c.cred.Pid)
 		m.Ticket = 0
 	}
+	c.start, _ = procStart(int(c.cred.Pid))
 	a := core.Acquire{
 		Conn: c.id, UID: c.cred.Uid, PID: int(c.cred.Pid), PIDStart: c.start, Mode: m.Mode, Resources: m.Resources,
 		Preemptible: m.Preemptible, Nonblock: m.Nonblock, Timeout: msDuration(m.TimeoutMS),

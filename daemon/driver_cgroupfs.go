@@ -114,7 +114,7 @@ type cgroupPlacement struct{ j *cgroup.Job }
 func (p cgroupPlacement) Where() string                             { return p.j.Path() }
 func (p cgroupPlacement) WaitEmpty(ctx context.Context) error       { return p.j.WaitEmpty(ctx) }
 func (p cgroupPlacement) Remove() error                             { return p.j.Remove() }
-func (p cgroupPlacement) Populated(context.Context) (bool, error)   { return cgroup.Populated(p.j.Dir()) }
+func (p cgroupPlacement) Populated(context.Context) (bool, error)   { return p.j.Populated() }
 func (p cgroupPlacement) CgroupDir(context.Context) (string, error) { return p.j.Dir(), nil }
 func (p cgroupPlacement) EnforcesMaxRuntime() bool                  { return false }
 

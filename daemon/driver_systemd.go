@@ -215,6 +215,9 @@ func (d *systemdDriver) Adopt(ctx context.Context) ([]Adopted, error) {
 	return out, nil
 }
 
+// errNoUnitCgroup: a unit has no cgroup (it is not active).
+var errNoUnitCgroup = errors.New("has no cgroup (not active)")
+
 // unitCgroupDir is the directory of unit's cgroup under the cgroup2 mount.
 func unitCgroupDir(ctx context.Context, controlGroup func(context.Context, string) (string, error), unit string) (string, error) {
 	cg, err := controlGroup(ctx, unit)
@@ -222,7 +225,7 @@ func unitCgroupDir(ctx context.Context, controlGroup func(context.Context, strin
 		return "", err
 	}
 	if cg == "" {
-		return "", fmt.Errorf("%s has no cgroup (not active)", unit)
+		return "", fmt.Errorf("%s: %w", unit, errNoUnitCgroup)
 	}
 	mount, err := cgroup.Mountpoint()
 	if err != nil {
@@ -254,18 +257,14 @@ func (p scopePlacement) WaitEmpty(ctx context.Context) error {
 // inactive only after its own, later, notification. A scope without a
 // cgroup any more has no process.
 func (p scopePlacement) Populated(ctx context.Context) (bool, error) {
-	cg, err := p.conn.ControlGroup(ctx, p.name)
-	if err != nil {
-		return true, err
-	}
-	if cg == "" {
+	dir, err := unitCgroupDir(ctx, p.conn.ControlGroup, p.name)
+	if errors.Is(err, errNoUnitCgroup) {
 		return false, nil
 	}
-	mount, err := cgroup.Mountpoint()
 	if err != nil {
 		return true, err
 	}
-	return cgroup.Populated(filepath.Join(mount, cg))
+	return cgroup.Populated(dir)
 }
 
 // Remove: systemd collects the scope itself (CollectMode).

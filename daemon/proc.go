@@ -21,8 +21,8 @@ const procRoot = "/proc"
 // job in place: still the process that connected, started at
 // parentStart) or a child of parent, and runs as uid. The client cannot
 // fake any of it: the parent pid and uid come from SO_PEERCRED, its start
-// time was read when it connected, and a client's unreaped child cannot be
-// replaced by another process.
+// time was read when its request came, and a client's unreaped child
+// cannot be replaced by another process.
 func checkChild(pid, parent int, parentStart uint64, uid uint32) error {
 	if pid == parent {
 		if got, err := procStart(pid); err != nil || got != parentStart || parentStart == 0 {

@@ -465,8 +465,6 @@ func (c *conn) close() {
 	})
 }
 
-// dupFile returns a new descriptor for the connection, close-on-exec in this
-// process, for handing to a child as its lease.
 // keepOnExec lets the connection through an exec as descriptor
 // heldLeaseFD (5), as a held child hands it to the job: the job run in
 // place keeps the lease. What this process had at 5 is replaced: the
@@ -489,6 +487,8 @@ func (c *conn) keepOnExec() error {
 	return ferr
 }
 
+// dupFile returns a new descriptor for the connection, close-on-exec in this
+// process, for handing to a child as its lease.
 func (c *conn) dupFile() (*os.File, error) {
 	rc, err := c.uc.SyscallConn()
 	if err != nil {
