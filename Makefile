@@ -11,9 +11,14 @@ all: build
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# The clients link no C (CGO_ENABLED=0), as the Debian package ships them:
+# each start then skips the dynamic loader, a job's cost. perflockd keeps
+# cgo here for os/user's NSS lookups (user names from LDAP and the like).
+CLIENTS := perfrun pls wholock
 build: ## build the four commands into ./bin
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CLIENTS))
+	$(GO) build -o $(BIN)/ ./cmd/perflockd
 
 vet: ## go vet and gofmt check
 	$(GO) vet ./...

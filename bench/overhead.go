@@ -39,6 +39,9 @@ func (b *bench) overhead(ctx context.Context) error {
 		{"`flock FILE true`", false, func() []string { return []string{"flock", lock, "true"} }},
 		{"`perfrun -- true`", true, func() []string { return []string{"perfrun", "--socket", d.sock, "-q", "--", "true"} }},
 		{"`pls -- true`", true, func() []string { return []string{"pls", "--socket", d.sock, "-q", "--", "true"} }},
+		// The client's own start, with no daemon to talk to: what is left
+		// of perfrun's cost besides it is the conversation and the place.
+		{"`perfrun --version`", false, func() []string { return []string{"perfrun", "--version"} }},
 	}
 	if b.driver == "cgroupfs" {
 		dn, err := b.daemon(ctx, "none", "freeze")
@@ -93,24 +96,28 @@ func (b *bench) overhead(ctx context.Context) error {
 	b.report.add(section{title: "2. Overhead", body: []string{
 		fmt.Sprintf("Whole-process wall time, from fork to wait, of a job that does nothing, with the daemon already running: %d runs of each, the commands interleaved round by round (two warm-up rounds first).", runs),
 		b.report.markdown(t), img,
-		"perfrun and pls are Go programs that exec the job in place: each run pays one Go runtime start, a connection and hello, the request, " +
-			"the place round trip and (cgroupfs) the job's cgroup: mkdir and the move of the client into it; the next job is granted once the job's " +
-			"process has exited and its cgroup is empty (a pidfd, then cgroup.events read at once). flock(1) is a small C program and one flock(2) call.",
+		"perfrun and pls are Go programs that exec the job in place: each run pays one Go runtime start (the `perfrun --version` row: " +
+			"the client starting and exiting, no daemon), a connection, one write of hello and request, one read of the daemon's hello and grant, " +
+			"and the wait for placed while the daemon places the client itself (cgroupfs: the job's cgroup made and the client moved into it); " +
+			"then the exec. The next job is granted once the job's process has exited and its cgroup is empty (a pidfd, then cgroup.events read at once). " +
+			"flock(1) is a small C program and one flock(2) call.",
 	}})
 	return nil
 }
 
 func (b *bench) overheadWhy(times map[string][]float64, name string, flockMed float64) string {
-	msg := fmt.Sprintf("perfrun costs %s more than flock(1) per job: ", fms(stats.Median(times[name])-flockMed))
+	med := func(n string) float64 { return stats.Median(times[n]) }
+	job, start, tru := med(name), med("`perfrun --version`"), med("`true`")
+	msg := fmt.Sprintf("perfrun costs %s more than flock(1) per job. Its own start, measured alone (`perfrun --version`, a static Go program "+
+		"that parses its flags and exits), is %s; with the exec of `true` (%s) that is already %s of flock(1)'s %s: a Go runtime starts "+
+		"slower than flock(1)'s C. The other %s is the conversation with the daemon, one round trip since the request goes with the hello "+
+		"and the client is placed on grant, and the daemon's own work on it (the connection, the grant, the job's record, the place)",
+		fms(job-flockMed), fms(start), fms(tru), fx((start+tru)/flockMed), fms(flockMed), fms(job-start-tru))
 	if none, ok := times["`perfrun -- true`, none driver"]; ok {
-		msg += fmt.Sprintf("with no cgroup (none driver) it is %s, so about %s is the job's cgroup (create, move the client in, see it empty, remove; "+
-			"within the noise when the cgroup2 tree has favordynmods) and the rest is a Go client's start (about 1.5 ms more than a C program's here) "+
-			"plus three round trips to the daemon (hello, request, place).",
-			fms(stats.Median(none)), fms(stats.Median(times[name])-stats.Median(none)))
-	} else {
-		msg += "a Go client's start plus the round trips to the daemon."
+		msg += fmt.Sprintf("; with no cgroup (none driver) a job takes %s, so about %s of it is the job's cgroup (made, the client moved in, "+
+			"seen empty, removed; within the noise when the cgroup2 tree has favordynmods)", fms(med("`perfrun -- true`, none driver")), fms(job-stats.Median(none)))
 	}
-	return msg
+	return msg + "."
 }
 
 // handoff: many no-op exclusive jobs from concurrent clients.
@@ -213,9 +220,9 @@ func (b *bench) handoff(ctx context.Context) error {
 	pr := stats.Median(res[peers[0].name].rate) / flockRate
 	why := ""
 	if pr < 1 {
-		why = "each handoff is a round trip through the daemon (the job's end seen by a pidfd, the grant, the client's place, placed) " +
-			"before the job's exec, and on 2 cores 8 clients compete with the daemon for CPU; flock(1) hands the lock over inside the kernel " +
-			"and the waiter execs at once. The none-driver row shows the part the cgroup costs; the end→next-start delay shows the handoff itself."
+		why = "each handoff goes through the daemon: the job's end seen by a pidfd and its cgroup read, the next request granted and its client " +
+			"placed (on grant, with no message from it), then that client wakes to read granted and placed and execs; on 2 cores 8 clients " +
+			"compete with the daemon for CPU. flock(1) hands the lock over inside the kernel and the waiter execs at once. The none-driver row shows the part the cgroup costs; the end→next-start delay shows the handoff itself."
 	}
 	b.report.goals = append(b.report.goals, goal{name: "handoff", target: "jobs/s ≥ flock(1)",
 		measured: fx(pr) + fmt.Sprintf(" (%.0f vs %.0f jobs/s)", pr*flockRate, flockRate),

@@ -124,7 +124,7 @@ func (c *conn) handshake(r *proto.Reader) (proto.Msg, bool) {
 		c.drain()
 		return m, false
 	}
-	c.send(proto.Msg{Type: proto.THello, Version: proto.Version, PID: pidSelf, Driver: c.s.drv.Name(), Policy: c.s.core.Policy().String(), InPlace: true})
+	c.send(proto.Msg{Type: proto.THello, Version: proto.Version, PID: pidSelf, Driver: c.s.drv.Name(), Policy: c.s.core.Policy().String(), InPlace: true, PlaceSelf: true})
 	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if m, err = r.Read(); err != nil {
 		c.readFailed(err)
@@ -200,7 +200,7 @@ func (c *conn) acquire(m proto.Msg) bool {
 		Preemptible: m.Preemptible, Nonblock: m.Nonblock, Timeout: msDuration(m.TimeoutMS),
 		MaxRuntime: msDuration(m.MaxRuntimeMS), Command: m.Command, Key: m.Key,
 		IfElapsed: msDuration(m.IfElapsedMS), Replace: m.Replace, ExpireAfter: msDuration(m.ExpireAfterMS),
-		Report: m.Report, Rejoin: lockq.Ticket(m.Ticket),
+		Report: m.Report, Rejoin: lockq.Ticket(m.Ticket), PlaceSelf: m.PlaceSelf,
 	}
 	if gov != governor.None {
 		a.Governor = gov.String()

@@ -275,7 +275,7 @@ func (s *server) serve() error {
 	sdnotify.SdNotify(false, sdnotify.SdNotifyReady+"\nSTATUS=idle")
 	// The waiting file says from now on which tickets this daemon handed
 	// out: after a crash, those above its mark may rejoin, however soon.
-	if err := atomicfile.WriteFile(filepath.Join(s.cfg.RunDir, waitersFile), encodeWaiters(s.core.Waiters(), s.core.LastTicket(), false), 0o600); err != nil {
+	if err := atomicfile.Replace(filepath.Join(s.cfg.RunDir, waitersFile), encodeWaiters(s.core.Waiters(), s.core.LastTicket(), false), 0o600); err != nil {
 		log.Warn("saving the waiting requests; after a restart they cannot rejoin at their places", "err", err)
 	}
 	defer s.shutdown()

@@ -63,7 +63,7 @@ func (s *server) saveRecord(t lockq.Ticket, rec core.Record) {
 			err = checkOwnDir(filepath.Dir(p))
 		}
 		if err == nil {
-			err = atomicfile.WriteFile(p, b, 0o600)
+			err = atomicfile.Replace(p, b, 0o600)
 		}
 	}
 	if err != nil {

@@ -227,7 +227,7 @@ func (s *server) setWake(t *time.Timer) {
 func (s *server) shutdown() {
 	sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
 	waiters := s.core.Waiters()
-	if err := atomicfile.WriteFile(filepath.Join(s.cfg.RunDir, waitersFile), encodeWaiters(waiters, s.core.LastTicket(), true), 0o600); err != nil {
+	if err := atomicfile.Replace(filepath.Join(s.cfg.RunDir, waitersFile), encodeWaiters(waiters, s.core.LastTicket(), true), 0o600); err != nil {
 		s.log.Error("saving the waiting requests", "err", err)
 	}
 	if err := s.state.stop(len(waiters)); err != nil {

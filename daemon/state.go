@@ -159,7 +159,7 @@ func (st *runState) save(waiters string) error {
 			st.keySaved = true
 		}
 	}
-	err := atomicfile.WriteFile(filepath.Join(st.dir, "tickets"), []byte(fmt.Sprintf("%d %s\n", st.reserved, waiters)), 0o600)
+	err := atomicfile.Replace(filepath.Join(st.dir, "tickets"), []byte(fmt.Sprintf("%d %s\n", st.reserved, waiters)), 0o600)
 	if err != nil {
 		errs = append(errs, err)
 	} else {

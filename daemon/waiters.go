@@ -104,7 +104,7 @@ func (s *server) saveWaiters() {
 	s.waitersWriting = true
 	b, path := encodeWaiters(s.core.Waiters(), s.core.LastTicket(), false), filepath.Join(s.cfg.RunDir, waitersFile)
 	s.goFn(func() {
-		err := atomicfile.WriteFile(path, b, 0o600)
+		err := atomicfile.Replace(path, b, 0o600)
 		s.post(func() {
 			s.waitersWriting = false
 			if err != nil {

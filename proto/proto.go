@@ -89,6 +89,12 @@ type Msg struct {
 	// which then execs its job in place; an older daemon places children
 	// only.
 	InPlace bool `json:"in_place,omitempty"`
+	// PlaceSelf (acquire): place the client itself as soon as the request
+	// is granted, with no place message: granted is then followed by
+	// placed (or an error), and the client execs its job. In the daemon's
+	// hello: it does so; an older daemon ignores the field, and the client
+	// sends place after granted.
+	PlaceSelf bool `json:"place_self,omitempty"`
 
 	// acquire
 	Mode        string   `json:"mode,omitempty"` // "exclusive", "shared", "group(ID)"

@@ -162,7 +162,7 @@ func TestHandshakeReportsARefusalThatCameBeforeTheHello(t *testing.T) {
 	}
 	c := &conn{uc: fc.(*net.UnixConn)}
 	defer c.uc.Close()
-	err = c.handshake("test")
+	err = c.handshake("test", nil)
 	if !errors.Is(err, ErrOverloaded) || !strings.Contains(err.Error(), "too many connections (4096 open") ||
 		strings.Contains(err.Error(), "broken pipe") {
 		t.Fatalf("handshake after a refusal: %v", err)

@@ -35,8 +35,15 @@ import (
 // the outer job's last process, and its last lease descriptor, into the
 // inner job, and the outer lease would end while its work goes on.
 func (j *job) inPlace() bool {
+	return j.mayRunInPlace() && j.c.hello.InPlace
+}
+
+// mayRunInPlace is inPlace as far as this side decides it, before the
+// daemon's hello is read: the request asks to be placed itself on grant
+// (place_self) when it holds.
+func (j *job) mayRunInPlace() bool {
 	return j.o.InPlace && !j.o.Close && j.o.Report == "" && j.o.Key == "" && !j.o.Verbose &&
-		j.c.hello.InPlace && leaseSlot != slotRuntime && os.Getenv(EnvJob) == ""
+		leaseSlot != slotRuntime && os.Getenv(EnvJob) == ""
 }
 
 // What descriptor heldLeaseFD (5) was when this program started.
@@ -76,11 +83,14 @@ func reserveLeaseSlot() int {
 
 // runInPlace has the daemon place this process, then execs the job. It
 // returns only when the job could not be started, with the status to exit
-// with.
+// with. A daemon that took the request's place_self is placing it already;
+// an older one is asked to.
 func (j *job) runInPlace(ctx context.Context, path string) int {
-	if err := j.c.send(proto.Msg{Type: proto.TPlace, PID: os.Getpid()}); err != nil {
-		j.say("cannot send to perflockd: %v", err)
-		return ExitUnavailable
+	if !(j.req.PlaceSelf && j.c.hello.PlaceSelf) {
+		if err := j.c.send(proto.Msg{Type: proto.TPlace, PID: os.Getpid()}); err != nil {
+			j.say("cannot send to perflockd: %v", err)
+			return ExitUnavailable
+		}
 	}
 	if code, ok := j.awaitPlaced(ctx, func() {}); !ok {
 		return code

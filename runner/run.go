@@ -153,7 +153,8 @@ type job struct {
 	// daemon restarts while it waits.
 	ticket uint64
 	token  string
-	name   string // the job's name, once granted
+	name   string    // the job's name, once granted
+	req    proto.Msg // the request, once made (request)
 }
 
 // rejoinFor is how long a waiting client tries to reach a restarted daemon.
@@ -241,8 +242,10 @@ func (j *job) connect(ctx context.Context, sock Socket) (int, bool) {
 		err error
 	}
 	done := make(chan result, 1)
+	o := j.dialOpts()
+	o.first = j.request
 	go func() {
-		c, err := dial(dctx, sock, j.dialOpts())
+		c, err := dial(dctx, sock, o)
 		done <- result{c, err}
 	}()
 	var r result
@@ -286,9 +289,10 @@ func (j *job) cancelled(sig os.Signal) int {
 	return ExitSignal(syscall.SIGTERM)
 }
 
-// wait sends the request and waits until it is granted.
-func (j *job) wait(ctx context.Context) (int, bool) {
-	req := proto.Msg{
+// request is the job's acquire message; its timeout is what is left of
+// Options.Timeout when it is made. It goes out with the hello.
+func (j *job) request() proto.Msg {
+	j.req = proto.Msg{
 		Type:          proto.TAcquire,
 		Mode:          j.o.Mode,
 		Resources:     j.o.Resources,
@@ -304,11 +308,14 @@ func (j *job) wait(ctx context.Context) (int, bool) {
 		Report:        j.o.Report != "",
 		Governor:      j.o.Governor,
 		Within:        os.Getenv(EnvJob),
+		PlaceSelf:     j.mayRunInPlace(),
 	}
-	if err := j.c.send(req); err != nil {
-		j.say("cannot send request to perflockd: %v", err)
-		return ExitUnavailable, false
-	}
+	return j.req
+}
+
+// wait waits until the request, sent with the hello, is granted.
+func (j *job) wait(ctx context.Context) (int, bool) {
+	req := j.req
 	start := time.Now()
 	what := resourcesName(j.o.Resources)
 	var timeout <-chan time.Time

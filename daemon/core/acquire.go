@@ -126,7 +126,7 @@ func (c *Core) newJob(a Acquire) (*job, bool) {
 		return nil, false
 	}
 	j := &job{
-		conn: a.Conn, uid: a.UID, user: a.User, clientPID: a.PID, clientStart: a.PIDStart, mode: mode, resources: a.Resources,
+		conn: a.Conn, uid: a.UID, user: a.User, clientPID: a.PID, clientStart: a.PIDStart, placeSelf: a.PlaceSelf, mode: mode, resources: a.Resources,
 		command: a.Command, since: a.Now, key: a.Key, gov: a.Governor, maxRuntime: a.MaxRuntime,
 	}
 	if a.Report {

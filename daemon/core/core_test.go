@@ -40,6 +40,37 @@ func TestALeaseEndsWhenTheClientIsGoneAndTheJobEmpty(t *testing.T) {
 	h.phases("")
 }
 
+// A client that asks to be placed itself (PlaceSelf) is placed as soon as
+// it is granted, with no place message: at once when the machine is free,
+// and at the grant when it waited.
+func TestAClientThatPlacesItselfIsPlacedOnGrant(t *testing.T) {
+	h := newHarness(t, Config{})
+	a := h.req(1, "exclusive self")
+	effs := h.c.Step(a)
+	if got := h.show(effs); got != "c1:granted place(x-1)" {
+		t.Fatalf("effects %q, want the grant and the placement together", got)
+	}
+	var pj PlaceJob
+	for _, e := range effs {
+		if p, ok := e.(PlaceJob); ok {
+			pj = p
+		}
+	}
+	if pj.PID != a.PID || pj.ClientPID != a.PID || pj.ClientStart != a.PIDStart {
+		t.Fatalf("placing pid %d (client %d, start %d), want the client itself: %d started at %d",
+			pj.PID, pj.ClientPID, pj.ClientStart, a.PID, a.PIDStart)
+	}
+	h.learnNames()
+	h.check()
+	h.acquire(2, "exclusive self", "c2:queued@1")
+	h.place(1, "c1:error(place is allowed once, after granted)!")
+	h.placed(1, "save(x-1) c1:placed watch(x-1)")
+	h.phases("x-1:running x-2:waiting")
+	h.closed(1, "")
+	h.emptied(1, "drop(x-1) end(x-1) c2:granted place(x-2)")
+	h.placed(2, "save(x-2) c2:placed watch(x-2)")
+}
+
 func TestSharedJobsAreFrozenForAnExclusiveOneAndThawedAfter(t *testing.T) {
 	h := freezing(t, Config{Policy: lockq.Freeze})
 	h.acquire(1, "shared pls", "c1:granted")

@@ -71,6 +71,9 @@ type Acquire struct {
 	// Within is the job the client runs in, if any (found from its cgroup,
 	// or named by the client): a request that would wait for it is refused.
 	Within lockq.Ticket
+	// PlaceSelf: once granted, the client itself (PID, PIDStart) is placed
+	// at once, as if it had sent Place with its own pid.
+	PlaceSelf bool
 }
 
 // Place: the client asks to place its held child, pid (the shell checked it

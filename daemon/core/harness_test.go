@@ -205,6 +205,8 @@ func (h *harness) req(conn ConnID, words string) Acquire {
 			a.Governor = v
 		case "report":
 			a.Report = true
+		case "self":
+			a.PlaceSelf, a.PIDStart = true, 5000+uint64(conn)
 		case "res":
 			a.Resources = strings.Split(v, ",")
 		case "key":

@@ -52,6 +52,7 @@ type job struct {
 	user        string
 	clientPID   int
 	clientStart uint64 // with clientPID, the client process (Acquire.PIDStart)
+	placeSelf   bool   // placed itself once granted (Acquire.PlaceSelf)
 	childPID    int
 	mode        lockq.Mode
 	resources   []string
@@ -192,6 +193,9 @@ func (c *Core) apply(acts []lockq.Action, now Time) {
 			j.since = now
 			c.reply(Reply{Conn: j.conn, Kind: SayGranted, Ticket: j.ticket, Job: j.name})
 			c.log(Info, "granted", "job", j.name, "user", j.user, "pid", j.clientPID, "mode", j.mode.String())
+			if j.placeSelf && j.conn != 0 {
+				c.place(Place{Conn: j.conn, PID: j.clientPID, Now: now})
+			}
 		case lockq.Expire:
 			c.reply(Reply{Conn: j.conn, Kind: SayExpired, Last: true})
 			c.log(Info, "timed out", "job", j.name, "user", j.user, "pid", j.clientPID)

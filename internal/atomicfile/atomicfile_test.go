@@ -8,10 +8,16 @@ import (
 )
 
 func TestWriteFileReplacesWholeAndLeavesNoTemporary(t *testing.T) {
+	for name, write := range map[string]func(string, []byte, os.FileMode) error{"WriteFile": WriteFile, "Replace": Replace} {
+		t.Run(name, func(t *testing.T) { testReplacesWhole(t, write) })
+	}
+}
+
+func testReplacesWhole(t *testing.T, write func(string, []byte, os.FileMode) error) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state")
 	for _, content := range []string{"first\n", "second, longer\n", ""} {
-		if err := WriteFile(path, []byte(content), 0o600); err != nil {
+		if err := write(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(path)
@@ -25,7 +31,7 @@ func TestWriteFileReplacesWholeAndLeavesNoTemporary(t *testing.T) {
 	if es, _ := os.ReadDir(dir); len(es) != 1 {
 		t.Errorf("directory holds %d entries, want only the file", len(es))
 	}
-	err := WriteFile(filepath.Join(dir, "missing", "x"), []byte("x"), 0o600)
+	err := write(filepath.Join(dir, "missing", "x"), []byte("x"), 0o600)
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("write into a missing directory: %v", err)
 	}

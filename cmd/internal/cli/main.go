@@ -66,6 +66,8 @@ func exitCode(code int) error {
 
 func execute(cmd *cobra.Command, args []string) int {
 	cmd.SetArgs(args)
+	cmd.Version = Version()
+	cmd.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	cmd.SilenceUsage = true
 	cmd.SilenceErrors = true
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
