@@ -83,8 +83,12 @@ func Populated(dir string) (bool, error) {
 // WaitEmpty returns nil once no process is left in the job ("populated 0" in cgroup.events),
 // at once if that is so already, and also when the job cgroup no longer exists. It waits for the
 // kernel's notification, without polling. If ctx ends first it returns ctx's error, wrapped.
-func (j *Job) WaitEmpty(ctx context.Context) error {
-	err := waitEvents(ctx, j.dir, func(ev events) bool { return !ev.Populated })
+func (j *Job) WaitEmpty(ctx context.Context) error { return WaitEmptyDir(ctx, j.dir) }
+
+// WaitEmptyDir is WaitEmpty for the cgroup at dir, any cgroup2 directory (one a cluster
+// scheduler made, say).
+func WaitEmptyDir(ctx context.Context, dir string) error {
+	err := waitEvents(ctx, dir, func(ev events) bool { return !ev.Populated })
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

@@ -38,13 +38,7 @@ func (s *server) adopt(ctx context.Context) error {
 		}
 		ev.Jobs = append(ev.Jobs, ad)
 	}
-	for t, rec := range records {
-		if a, ok := s.adoptByProcess(t, rec); ok {
-			ev.Jobs = append(ev.Jobs, a)
-			continue
-		}
-		os.Remove(s.recordPath(t)) // a job that ended while no perflockd ran
-	}
+	ev.Jobs = append(ev.Jobs, s.adoptByRecord(records)...)
 	pinned, perr := s.pinner.Adopt()
 	ev.Pin = core.PinLeft{Found: pinned, Err: perr}
 	if pinned {
@@ -74,6 +68,44 @@ func (s *server) adopt(ctx context.Context) error {
 		s.step(e)
 	}
 	return nil
+}
+
+// adoptByRecord adopts the jobs the driver did not find from their records:
+// leases bound to a scheduler's cgroup, and jobs without a cgroup whose first
+// process runs. The records of the others are removed.
+func (s *server) adoptByRecord(records map[lockq.Ticket]jobRecord) []core.Adopted {
+	var out []core.Adopted
+	for t, rec := range records {
+		if a, ok := s.adoptBound(t, rec); ok {
+			out = append(out, a)
+		} else if a, ok := s.adoptByProcess(t, rec); ok {
+			out = append(out, a)
+		} else {
+			os.Remove(s.recordPath(t)) // a job that ended while no perflockd ran
+		}
+	}
+	return out
+}
+
+// adoptBound adopts, from its record, a lease bound to a scheduler's
+// cgroup that still has a process. (One whose cgroup had none yet when the
+// earlier daemon stopped is not adopted: the scheduler's job had not
+// started, and its Prolog's request is gone with that daemon.)
+func (s *server) adoptBound(t lockq.Ticket, rec jobRecord) (core.Adopted, bool) {
+	if rec.Bind == "" || s.cgroup2 == "" {
+		return core.Adopted{}, false
+	}
+	r := s.coreRecord(t, rec)
+	if r == nil {
+		return core.Adopted{}, false
+	}
+	p := newBoundPlacement(s.cgroup2, rec.Bind, 0)
+	if up, err := p.Populated(s.ctx); err != nil || !up {
+		return core.Adopted{}, false
+	}
+	s.places[t] = &place{p: p}
+	return core.Adopted{Ticket: t, Shared: r.Mode.Kind == lockq.Shared, Process: true, Where: rec.Bind,
+		UID: r.UID, User: r.User, Command: r.Command, Record: r}, true
 }
 
 // adoptByProcess adopts, from its record, a job without a cgroup whose

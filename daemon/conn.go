@@ -190,6 +190,17 @@ func (c *conn) acquire(m proto.Msg) bool {
 		c.drain()
 		return false
 	}
+	if m.Bind != "" && !s.mayBind(c.cred.Uid) {
+		s.log.Warn("refused: bind by a user who may not", "pid", c.cred.Pid, "uid", c.cred.Uid, "bind", m.Bind)
+		c.fail(proto.CodeDenied, "only root or a user perflockd --bind-users names may bind a lease to a cgroup (uid %d may not)", c.cred.Uid)
+		c.drain()
+		return false
+	}
+	if m.Bind != "" && s.cgroup2 == "" {
+		c.fail(proto.CodeUnavailable, "this machine has no cgroup2 hierarchy: perflockd cannot watch the cgroup %s, so it cannot bind a lease to it", m.Bind)
+		c.drain()
+		return false
+	}
 	if m.Ticket != 0 && !s.state.canRejoin(lockq.Ticket(m.Ticket), c.cred.Uid, m.Token) {
 		s.log.Warn("rejoin refused (a token not of this ticket and user): queued as a new request", "ticket", m.Ticket, "uid", c.cred.Uid, "pid", c.cred.Pid)
 		m.Ticket = 0
@@ -201,6 +212,7 @@ func (c *conn) acquire(m proto.Msg) bool {
 		MaxRuntime: msDuration(m.MaxRuntimeMS), Command: m.Command, Key: m.Key,
 		IfElapsed: msDuration(m.IfElapsedMS), Replace: m.Replace, ExpireAfter: msDuration(m.ExpireAfterMS),
 		Report: m.Report, Rejoin: lockq.Ticket(m.Ticket), PlaceSelf: m.PlaceSelf,
+		Bind: m.Bind, BindGrace: msDuration(m.BindGraceMS), Owner: m.Owner,
 	}
 	if gov != governor.None {
 		a.Governor = gov.String()

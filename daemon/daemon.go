@@ -127,6 +127,15 @@ type Config struct {
 	// everything else on the machine is confined to them (perflockd
 	// --shield). Default: no shield.
 	Shield string
+	// BindUIDs may, besides root, bind a lease to a cgroup they name
+	// (acquire's bind: a cluster scheduler's Prolog; perflockd
+	// --bind-users).
+	BindUIDs []uint32
+	// BusyCommand, when set, is run as "BusyCommand busy REASON" when a
+	// local exclusive or group job of the machine starts to wait or hold
+	// while none did, and as "BusyCommand idle" when none is left
+	// (perflockd --busy-command: contrib/slurm drains the node meanwhile).
+	BusyCommand string
 	// CpufreqRoot is the cpufreq sysfs tree that --governor pins (default
 	// governor.DefaultSysfs); containers and tests point it elsewhere.
 	CpufreqRoot string
@@ -286,6 +295,7 @@ func (s *server) serve() error {
 		s.goFn(func() { p.run(s.ctx) })
 	}
 	s.goFn(s.accept)
+	s.busy.start()
 	return s.loop()
 }
 

@@ -23,6 +23,8 @@ func (s *server) do(e core.Effect) {
 		s.pinRestore()
 	case core.SetShield:
 		s.setShield(e.On)
+	case core.SetBusy:
+		s.busy.set(e.Busy, e.Reason)
 	case core.PlaceJob:
 		s.placeJob(e)
 	case core.WatchEmpty:
@@ -86,6 +88,13 @@ func (s *server) setFrozen(frozen bool) {
 func (s *server) placeJob(e core.PlaceJob) {
 	spec := JobSpec{Ticket: uint64(e.Job.Ticket), Name: e.Job.Name, Shared: e.Job.Shared, User: e.Job.User,
 		Command: e.Job.Command, MaxRuntime: time.Duration(e.Job.MaxRuntime)}
+	if e.Job.Bind != "" {
+		// A scheduler's cgroup: nothing to place; it need not exist yet.
+		p := newBoundPlacement(s.cgroup2, e.Job.Bind, time.Duration(e.Job.BindGrace))
+		s.places[e.Job.Ticket] = &place{p: p}
+		s.step(core.PlaceDone{Ticket: e.Job.Ticket, Where: p.Where(), Now: s.now()})
+		return
+	}
 	if e.Named && !e.Report {
 		// Named locks only: no cgroup; the lease is the connection.
 		s.places[e.Job.Ticket] = &place{p: nonePlacement{pid: e.PID}}

@@ -39,6 +39,10 @@ type jobRecord struct {
 	// runtime, by a restarted daemon too.
 	MaxRuntimeMS int64 `json:"max_runtime_ms,omitempty"`
 	PlacedUnixMS int64 `json:"placed_unix_ms,omitempty"`
+	// Bind is the cgroup a bound lease is bound to (a scheduler's job), by
+	// which it is adopted; Owner the user shown for it.
+	Bind  string `json:"bind,omitempty"`
+	Owner string `json:"owner,omitempty"`
 }
 
 func (s *server) recordPath(t lockq.Ticket) string {
@@ -50,7 +54,8 @@ func (s *server) recordPath(t lockq.Ticket) string {
 func (s *server) saveRecord(t lockq.Ticket, rec core.Record) {
 	r := jobRecord{Mode: rec.Mode.String(), Resources: rec.Resources, Preemptible: rec.Preemptible, UID: rec.UID,
 		ClientPID: rec.ClientPID, Command: rec.Command, Key: rec.Key, Governor: rec.Governor,
-		MaxRuntimeMS: int64(rec.MaxRuntime / core.Millisecond), PlacedUnixMS: wall(rec.Placed).UnixMilli()}
+		MaxRuntimeMS: int64(rec.MaxRuntime / core.Millisecond), PlacedUnixMS: wall(rec.Placed).UnixMilli(),
+		Bind: rec.Bind, Owner: rec.Owner}
 	if rec.PID > 0 {
 		if start, err := procStart(rec.PID); err == nil {
 			r.PID, r.PIDStart = rec.PID, start
@@ -132,7 +137,7 @@ func (s *server) coreRecord(t lockq.Ticket, r jobRecord) *core.Record {
 	}
 	rec := &core.Record{Mode: mode, Resources: r.Resources, Preemptible: r.Preemptible, UID: r.UID,
 		User: s.userName(r.UID), ClientPID: r.ClientPID, PID: r.PID, Command: r.Command, Key: r.Key, Governor: r.Governor,
-		MaxRuntime: msDuration(r.MaxRuntimeMS)}
+		MaxRuntime: msDuration(r.MaxRuntimeMS), Bind: r.Bind, Owner: r.Owner}
 	if r.PlacedUnixMS > 0 {
 		rec.Placed = core.Time(r.PlacedUnixMS) * core.Time(core.Millisecond)
 	}

@@ -14,6 +14,7 @@ import (
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/perflock/perflock/cgroup"
 	"github.com/perflock/perflock/daemon/core"
 	"github.com/perflock/perflock/governor"
 	"github.com/perflock/perflock/internal/atomicfile"
@@ -63,6 +64,8 @@ type server struct {
 	watchTimer *time.Timer // when a watcher's coalescing interval ends
 	// The waiting file: a rewrite is scheduled, or under way.
 	waitersDue, waitersWriting bool
+	busy                       *busyHook
+	cgroup2                    string // the cgroup2 mount, "" if none: where bound leases are watched
 }
 
 // place is a placed (or adopted) job's place and what goes with it.
@@ -92,6 +95,8 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 	}
 	s.watchTimer.Stop()
 	s.ctx, s.stop = context.WithCancel(ctx)
+	s.busy = newBusyHook(s, cfg.BusyCommand)
+	s.cgroup2, _ = cgroup.Mountpoint()
 	s.idleSince = s.base
 	now := s.now()
 	ccfg := core.Config{
@@ -99,6 +104,7 @@ func newServer(ctx context.Context, cfg Config, drv Driver, st *runState, hist *
 		MaxWaiting: cfg.MaxWaiting, MaxExclusiveRuntime: core.Duration(cfg.MaxExclusiveRuntime),
 		TicketMark: st.started, Rejoinable: saved.tickets, RejoinUntil: core.Add(now, core.Duration(rejoinWindow)),
 		RejoinAfter: st.started, // nothing is known to have waited that was not saved
+		TellBusy:    cfg.BusyCommand != "",
 	}
 	if saved.found && !saved.clean {
 		ccfg.RejoinAfter = min(saved.last, st.started) // a crash: newer tickets may have waited

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 )
 
 // Version is the protocol version this package speaks.
@@ -130,6 +131,20 @@ type Msg struct {
 	// a client started inside the job. The daemon refuses a request that
 	// would wait for the job it comes from.
 	Within string `json:"within,omitempty"`
+	// Bind (acquire; root or a --bind-users user only) binds the lease to
+	// processes that are not the client's: those of the cgroup at this
+	// cgroup2 path ("/system.slice/slurmstepd.scope/job_42"), which a
+	// cluster scheduler made. Once granted, placed follows at once and the
+	// client may leave: the lease ends when the cgroup, having had a
+	// process, has none left (or is removed), when the job is cancelled, or
+	// when it never had a process within BindGraceMS.
+	Bind string `json:"bind,omitempty"`
+	// BindGraceMS (with Bind): how long the cgroup may stay empty, or not
+	// exist, after the grant; 0: a minute.
+	BindGraceMS int64 `json:"bind_grace_ms,omitempty"`
+	// Owner (with Bind): the user the bound processes run for, shown in
+	// listings instead of the client's.
+	Owner string `json:"owner,omitempty"`
 
 	// queued, waiting, granted, busy; acquire when rejoining; cancel
 	Ticket uint64 `json:"ticket,omitempty"`
@@ -435,6 +450,9 @@ func (m *Msg) Validate() error {
 		if !validGovernor(m.Governor) {
 			return bad("governor: at most %d of [a-z0-9%%]", MaxGovernorBytes)
 		}
+		if err := validBind(m); err != nil {
+			return bad("%v", err)
+		}
 	case TPlace:
 		if m.PID <= 0 {
 			return bad("no pid")
@@ -482,6 +500,54 @@ func ValidName(s string) error {
 	for _, c := range []byte(s) {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
 			return fmt.Errorf("resource name %q: only letters, digits, '.', '_' and '-'", s)
+		}
+	}
+	return nil
+}
+
+// MaxBindBytes bounds a bind path.
+const MaxBindBytes = 1024
+
+// validBind checks an acquire's bind, bind_grace_ms and owner: a clean
+// absolute cgroup path of printable ASCII, no grace or owner without it, an
+// owner name like a user's, and nothing that needs a client process (a run
+// report, place_self).
+func validBind(m *Msg) error {
+	if m.Bind == "" {
+		if m.BindGraceMS != 0 || m.Owner != "" {
+			return errors.New("bind_grace_ms and owner need bind")
+		}
+		return nil
+	}
+	if len(m.Bind) > MaxBindBytes || !path.IsAbs(m.Bind) || path.Clean(m.Bind) != m.Bind || m.Bind == "/" {
+		return fmt.Errorf("bind: a clean absolute cgroup path below the root, at most %d bytes", MaxBindBytes)
+	}
+	for _, r := range m.Bind {
+		if r < 0x21 || r > 0x7e {
+			return errors.New("bind: printable ASCII without spaces only")
+		}
+	}
+	if m.BindGraceMS < 0 {
+		return errors.New("negative duration")
+	}
+	if m.Owner != "" && ValidUserName(m.Owner) != nil {
+		return errors.New("owner: 1 to 64 of [A-Za-z0-9._-], not starting with '-'")
+	}
+	if m.Report || m.PlaceSelf {
+		return errors.New("bind: no report or place_self: the lease has no client process")
+	}
+	return nil
+}
+
+// ValidUserName checks a user name as a listing shows it: 1 to 64 of
+// [A-Za-z0-9._-], not starting with '-'.
+func ValidUserName(s string) error {
+	if s == "" || len(s) > 64 || s[0] == '-' {
+		return errors.New("bad user name")
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return errors.New("bad user name")
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"runtime"
@@ -42,7 +43,7 @@ func (j *job) inPlace() bool {
 // daemon's hello is read: the request asks to be placed itself on grant
 // (place_self) when it holds.
 func (j *job) mayRunInPlace() bool {
-	return j.o.InPlace && !j.o.Close && j.o.Report == "" && j.o.Key == "" && !j.o.Verbose &&
+	return j.o.InPlace && j.o.Bind == "" && !j.o.Close && j.o.Report == "" && j.o.Key == "" && !j.o.Verbose &&
 		leaseSlot != slotRuntime && os.Getenv(EnvJob) == ""
 }
 
@@ -144,4 +145,15 @@ func useStdio(files ...*os.File) error {
 		}
 	}
 	return nil
+}
+
+// runBound waits for the daemon to bind the lease to Options.Bind's cgroup
+// (placed follows granted with no message from here), says the job's name
+// on Stdout, and returns 0; the lease stays with the cgroup.
+func (j *job) runBound(ctx context.Context) int {
+	if code, ok := j.awaitPlaced(ctx, func() { j.c.close() }); !ok {
+		return code
+	}
+	fmt.Fprintln(j.o.Stdout, j.name)
+	return 0
 }

@@ -77,6 +77,17 @@ type Options struct {
 	// start. Without it, or with one of those, the job is a held child and
 	// Run returns its exit status.
 	InPlace bool
+	// Bind (root, or a user perflockd --bind-users names) binds the lease
+	// to the processes of the cgroup at this cgroup2 path, which a cluster
+	// scheduler made: the command is not run (its words are what listings
+	// show), Run waits its turn, prints the job's name on Stdout once the
+	// lease is bound, and returns 0. The lease outlives this process: it
+	// ends once the cgroup, having had a process, has none left (or none
+	// came within BindGrace), or when the job is cancelled.
+	Bind      string
+	BindGrace time.Duration
+	// Owner (with Bind) is the user listings show for the job.
+	Owner string
 	// Report asks the daemon for a run report of an exclusive or group
 	// job: ReportText or ReportJSON; "" for none. It is written after the
 	// job exits, to Stderr or ReportFile.
@@ -176,10 +187,12 @@ func (j *job) run(ctx context.Context) int {
 		j.say("no command given")
 		return ExitUsage
 	}
-	path, code, err := resolveCommand(j.argv[0])
-	if err != nil {
-		j.say("%v", err)
-		return code
+	path, code, err := "", 0, error(nil)
+	if j.o.Bind == "" {
+		if path, code, err = resolveCommand(j.argv[0]); err != nil {
+			j.say("%v", err)
+			return code
+		}
 	}
 	if j.o.NoASLR {
 		if err := CheckNoASLR(); err != nil {
@@ -207,6 +220,9 @@ func (j *job) run(ctx context.Context) int {
 	defer func() { j.c.close() }() // j.c changes when the request rejoins
 	if code, ok := j.wait(ctx); !ok {
 		return code
+	}
+	if j.o.Bind != "" {
+		return j.runBound(ctx)
 	}
 	if j.inPlace() {
 		return j.runInPlace(ctx, path)
@@ -309,6 +325,9 @@ func (j *job) request() proto.Msg {
 		Governor:      j.o.Governor,
 		Within:        os.Getenv(EnvJob),
 		PlaceSelf:     j.mayRunInPlace(),
+		Bind:          j.o.Bind,
+		BindGraceMS:   timeoutMS(j.o.BindGrace),
+		Owner:         j.o.Owner,
 	}
 	return j.req
 }

@@ -126,11 +126,14 @@ func (c *Core) newJob(a Acquire) (*job, bool) {
 		return nil, false
 	}
 	j := &job{
-		conn: a.Conn, uid: a.UID, user: a.User, clientPID: a.PID, clientStart: a.PIDStart, placeSelf: a.PlaceSelf, mode: mode, resources: a.Resources,
+		conn: a.Conn, uid: a.UID, user: a.User, clientPID: a.PID, clientStart: a.PIDStart, placeSelf: a.PlaceSelf, bind: a.Bind, bindGrace: a.BindGrace, mode: mode, resources: a.Resources,
 		command: a.Command, since: a.Now, key: a.Key, gov: a.Governor, maxRuntime: a.MaxRuntime,
 	}
 	if a.Report {
 		j.report = reportWanted
+	}
+	if a.Owner != "" && a.Bind != "" {
+		j.user = a.Owner
 	}
 	if len(j.resources) == 0 {
 		j.resources = []string{lockq.Machine}
@@ -175,6 +178,7 @@ func (c *Core) enqueue(j *job, a Acquire, heard bool) {
 	}
 	j.ticket, j.name = t, jobname.Format(j.kind(), uint64(t))
 	c.jobs[t] = j
+	c.busyAdd(j)
 	c.byConn[a.Conn] = j
 	c.waiting[j.uid]++
 	c.changed()

@@ -44,6 +44,7 @@ func (c *Core) adopt(e Adopt) {
 			continue
 		}
 		c.jobs[j.ticket] = j
+		c.busyAdd(j)
 		j.heardFrozen = suspended
 		if j.stopAt != 0 && !a.NativeMaxRuntime {
 			c.limits[j.ticket] = j
@@ -82,6 +83,9 @@ func (c *Core) adopted(a Adopted, now Time) *job {
 			j.mode, j.resources, j.preemptible, j.key, j.gov = r.Mode, r.Resources, r.Preemptible, r.Key, r.Governor
 			j.uid, j.user, j.clientPID, j.command = r.UID, r.User, r.ClientPID, r.Command
 			j.maxRuntime = r.MaxRuntime
+			if j.bind = r.Bind; r.Owner != "" {
+				j.user = r.Owner
+			}
 			if r.Placed != 0 {
 				j.placedAt = r.Placed
 			}

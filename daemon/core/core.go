@@ -36,6 +36,8 @@ type Config struct {
 	// after the earlier daemon last saved its waiters (it crashed): each
 	// may rejoin once too (its token names its owner).
 	RejoinAfter lockq.Ticket
+	// TellBusy: the shell wants SetBusy effects (perflockd --busy-command).
+	TellBusy bool
 }
 
 // Core is the daemon's job lifecycle. One goroutine owns it and steps it.
@@ -52,6 +54,7 @@ type Core struct {
 	turn    turn
 	// limits: the running jobs the core stops at their max runtime.
 	limits map[lockq.Ticket]*job
+	busy   busy
 	// rejoined: tickets above RejoinAfter that have rejoined.
 	rejoined map[lockq.Ticket]bool
 	gen      uint64 // counts changes a listing would show
@@ -73,7 +76,7 @@ func New(cfg Config) *Core {
 	c := &Core{
 		cfg: cfg, q: lockq.New(cfg.Policy),
 		jobs: map[lockq.Ticket]*job{}, byConn: map[ConnID]*job{}, waiting: map[uint32]int{},
-		limits: map[lockq.Ticket]*job{}, rejoined: map[lockq.Ticket]bool{},
+		limits: map[lockq.Ticket]*job{}, rejoined: map[lockq.Ticket]bool{}, busy: busy{jobs: map[lockq.Ticket]*job{}},
 		pin: pin{users: map[lockq.Ticket]bool{}}, shd: shield{users: map[lockq.Ticket]bool{}},
 	}
 	c.q.Reserve(cfg.TicketMark)
@@ -109,6 +112,7 @@ func (c *Core) Step(e Event) []Effect {
 	case Adopt:
 		c.adopt(e)
 	}
+	c.steerBusy()
 	out := c.out
 	c.out = nil
 	return out

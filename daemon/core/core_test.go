@@ -214,3 +214,41 @@ func TestHugeDurationsSaturate(t *testing.T) {
 	h.tick(1000*Hour, "") // x-2 waits on
 	h.phases("x-1:running x-2:waiting")
 }
+
+// A lease bound to a scheduler's cgroup is placed there on grant, with no
+// place message; its client may leave at once (a Slurm Prolog exits), and
+// the lease ends when the cgroup is empty. Listings show its owner.
+func TestALeaseBoundToACgroupOutlivesItsClient(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.acquire(1, "exclusive", "c1:granted")
+	h.acquire(2, "exclusive bind=/slurm/job_42 owner=ana uid=0", "c2:queued@1")
+	h.closed(1, "c2:granted bind(x-2,/slurm/job_42)")
+	if v := h.c.Jobs(); len(v) != 1 || v[0].User != "ana" || v[0].UID != 0 {
+		t.Fatalf("listing %+v, want x-2 shown as ana's", v)
+	}
+	h.placed(2, "save(x-2) c2:placed watch(x-2)")
+	h.closed(2, "") // the Prolog exits; the Slurm job runs on
+	h.phases("x-2:running")
+	h.acquire(3, "exclusive", "c3:queued@1")
+	h.emptied(2, "drop(x-2) end(x-2) c3:granted")
+}
+
+// A local exclusive or group job of the machine, waiting or holding, makes
+// the machine busy for a cluster scheduler, once, until none is left;
+// shared jobs, named locks and bound leases do not.
+func TestTheMachineIsBusyWhileALocalExclusiveJobWaitsOrRuns(t *testing.T) {
+	h := newHarness(t, Config{TellBusy: true})
+	h.acquire(1, "exclusive bind=/slurm/job_7 owner=ana uid=0", "c1:granted bind(x-1,/slurm/job_7)")
+	h.placed(1, "save(x-1) c1:placed watch(x-1)")
+	h.acquire(2, "shared", "c2:queued@1")
+	h.acquire(3, "exclusive res=gpu0", "c3:granted")
+	h.acquire(4, "exclusive", "c4:queued@2 busy(perflock: exclusive job x-4 of alice: job 4)")
+	h.acquire(5, "group(3)", "c5:queued@3")
+	h.closed(4, "")
+	h.closed(1, "")
+	h.emptied(1, "drop(x-1) end(x-1) c2:granted")
+	h.closed(5, "idle")
+	h.acquire(6, "exclusive", "c6:queued@1 busy(perflock: exclusive job x-6 of alice: job 6)")
+	h.closed(2, "c6:granted")
+	h.closed(6, "idle")
+}

@@ -70,6 +70,16 @@ type SetFrozen struct{ Frozen bool }
 // lowers it (the earlier settings restored); the shell steps [ShieldDone].
 type SetShield struct{ On bool }
 
+// SetBusy says that a local exclusive or group job of the machine now
+// waits or holds (Busy, with Reason naming the first such job), or that
+// none does any more: a cluster scheduler should send its jobs elsewhere
+// meanwhile (Config.TellBusy; perflockd --busy-command). Jobs bound to a
+// scheduler's cgroup (Acquire.Bind) do not count.
+type SetBusy struct {
+	Busy   bool
+	Reason string
+}
+
 // PinSet pins the CPU frequency at Mode (after restoring any settings a
 // failed earlier pin left); the shell steps [PinDone].
 type PinSet struct{ Mode string }
@@ -87,6 +97,12 @@ type JobSpec struct {
 	UID        uint32
 	Command    []string
 	MaxRuntime Duration
+	// Bind, when set, is the cgroup the lease is bound to: nothing is
+	// placed, the job is that cgroup's processes, and its place is empty
+	// once the cgroup, having had a process, has none (or none came within
+	// BindGrace).
+	Bind      string
+	BindGrace Duration
 }
 
 // PlaceJob places pid, the client's held child, for the job: the shell
@@ -133,6 +149,8 @@ type Record struct {
 	// MaxRuntime, when positive, is how long the job may run from Placed.
 	MaxRuntime Duration
 	Placed     Time
+	Bind       string // the cgroup the lease is bound to, if any
+	Owner      string // with Bind, the user shown
 }
 
 // SaveRecord saves a placed job's record; DropRecord removes it once the
@@ -221,6 +239,7 @@ type Observe struct {
 }
 
 func (Reply) effect()      {}
+func (SetBusy) effect()    {}
 func (SetFrozen) effect()  {}
 func (PinSet) effect()     {}
 func (SetShield) effect()  {}

@@ -74,6 +74,13 @@ type Acquire struct {
 	// PlaceSelf: once granted, the client itself (PID, PIDStart) is placed
 	// at once, as if it had sent Place with its own pid.
 	PlaceSelf bool
+	// Bind (the shell checked that the client may) binds the lease to the
+	// cgroup at this path instead of to a process of the client: once
+	// granted it is placed there at once (see JobSpec.Bind). Owner, when
+	// set, is the user shown for the job.
+	Bind      string
+	BindGrace Duration
+	Owner     string
 }
 
 // Place: the client asks to place its held child, pid (the shell checked it

@@ -101,6 +101,14 @@ func (h *harness) show(effs []Effect) string {
 			s = map[bool]string{true: "shield(on)", false: "shield(off)"}[e.On]
 		case PlaceJob:
 			s = "place(" + e.Job.Name + ")"
+			if e.Job.Bind != "" {
+				s = "bind(" + e.Job.Name + "," + e.Job.Bind + ")"
+			}
+		case SetBusy:
+			s = "idle"
+			if e.Busy {
+				s = "busy(" + e.Reason + ")"
+			}
 		case WatchEmpty:
 			s = "watch(" + h.name(e.Ticket) + ")"
 		case StopJob:
@@ -207,6 +215,10 @@ func (h *harness) req(conn ConnID, words string) Acquire {
 			a.Report = true
 		case "self":
 			a.PlaceSelf, a.PIDStart = true, 5000+uint64(conn)
+		case "bind":
+			a.Bind = v
+		case "owner":
+			a.Owner = v
 		case "res":
 			a.Resources = strings.Split(v, ",")
 		case "key":

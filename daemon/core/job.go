@@ -53,6 +53,8 @@ type job struct {
 	clientPID   int
 	clientStart uint64 // with clientPID, the client process (Acquire.PIDStart)
 	placeSelf   bool   // placed itself once granted (Acquire.PlaceSelf)
+	bind        string // the cgroup its lease is bound to (Acquire.Bind), if any
+	bindGrace   Duration
 	childPID    int
 	mode        lockq.Mode
 	resources   []string
@@ -147,6 +149,7 @@ func (c *Core) leave(j *job, how leaving, now Time) {
 	}
 	delete(c.jobs, j.ticket)
 	delete(c.limits, j.ticket)
+	delete(c.busy.jobs, j.ticket)
 	if c.byConn[j.conn] == j {
 		delete(c.byConn, j.conn)
 	}
@@ -193,8 +196,12 @@ func (c *Core) apply(acts []lockq.Action, now Time) {
 			j.since = now
 			c.reply(Reply{Conn: j.conn, Kind: SayGranted, Ticket: j.ticket, Job: j.name})
 			c.log(Info, "granted", "job", j.name, "user", j.user, "pid", j.clientPID, "mode", j.mode.String())
-			if j.placeSelf && j.conn != 0 {
+			switch {
+			case j.conn == 0:
+			case j.placeSelf:
 				c.place(Place{Conn: j.conn, PID: j.clientPID, Now: now})
+			case j.bind != "":
+				c.place(Place{Conn: j.conn, Now: now}) // no process: the bound cgroup
 			}
 		case lockq.Expire:
 			c.reply(Reply{Conn: j.conn, Kind: SayExpired, Last: true})

@@ -46,7 +46,7 @@ func (c *Core) place(e Place) {
 
 func (c *Core) spec(j *job) JobSpec {
 	return JobSpec{Ticket: j.ticket, Name: j.name, Shared: j.shared(), User: j.user, UID: j.uid,
-		Command: j.command, MaxRuntime: j.maxRuntime}
+		Command: j.command, MaxRuntime: j.maxRuntime, Bind: j.bind, BindGrace: j.bindGrace}
 }
 
 // inTurn lines j up for its placement.
@@ -122,7 +122,7 @@ func (c *Core) placeDone(e PlaceDone) {
 func (c *Core) record(j *job) Record {
 	return Record{Mode: j.mode, Resources: j.resources, Preemptible: j.preemptible, UID: j.uid,
 		ClientPID: j.clientPID, PID: j.childPID, Command: j.command, Key: j.key, Governor: j.gov,
-		MaxRuntime: j.maxRuntime, Placed: j.placedAt}
+		MaxRuntime: j.maxRuntime, Placed: j.placedAt, Bind: j.bind, Owner: j.owner()}
 }
 
 // emptied: no process of the job is left; its lease ends once its client

@@ -76,6 +76,8 @@ func TestDebInstallsAndServes(t *testing.T) {
 		"/usr/share/bash-completion/completions/perfrun", "/usr/share/zsh/vendor-completions/_perfrun",
 		"/usr/share/fish/vendor_completions.d/perfrun.fish",
 		"/usr/share/man/man1/perfrun.1.gz", "/usr/share/man/man8/perflockd.8.gz",
+		"/usr/lib/perflock/slurm/prolog", "/usr/lib/perflock/slurm/epilog", "/usr/lib/perflock/slurm/drain",
+		"/usr/share/doc/perflock/slurm/slurm.conf.example",
 	} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("not installed: %v", err)

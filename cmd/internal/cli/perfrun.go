@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -95,7 +96,7 @@ daemon: without a system daemon, pls starts a per-user one.`,
 }
 
 func newJobCommand(name string, o runner.Options, long, examples string) *cobra.Command {
-	var timeout, maxRuntime, ifElapsed, expireAfter timeoutValue
+	var timeout, maxRuntime, ifElapsed, expireAfter, bindGrace timeoutValue
 	var resources []string
 	var group uint32
 	var gov string
@@ -153,6 +154,10 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 			if err := reportFlags(cmd, &o, args); err != nil {
 				return usageError{err}
 			}
+			if err := bindFlags(cmd, &o); err != nil {
+				return usageError{err}
+			}
+			o.BindGrace = time.Duration(bindGrace)
 			o.IfElapsed = time.Duration(ifElapsed)
 			o.ExpireAfter = time.Duration(expireAfter)
 			o.Program = name
@@ -201,6 +206,11 @@ func newJobCommand(name string, o runner.Options, long, examples string) *cobra.
 	}
 	f.Lookup("report").NoOptDefVal = runner.ReportText
 	f.StringVar(&o.Socket, "socket", "", "talk to the perflockd at `PATH` (default: see ENVIRONMENT)")
+	if o.Mode != "shared" {
+		f.StringVar(&o.Bind, "bind-cgroup", "", "for a cluster scheduler's Prolog (root, or perflockd --bind-users): hold the lock for the processes of the cgroup2 `PATH` (e.g. /system.slice/slurmstepd.scope/job_42) instead of running CMD, whose words only name the job in listings; prints the job's name once bound and exits 0; the lease ends once that cgroup has had a process and has none left (see CLUSTER SCHEDULERS)")
+		f.Var(&bindGrace, "bind-grace", "with --bind-cgroup: end the lease if the cgroup has had no process `DURATION` after the grant (default 1m)")
+		f.StringVar(&o.Owner, "owner", "", "with --bind-cgroup: the `USER` listings show for the job (the scheduler job's)")
+	}
 	f.BoolVarP(&o.Close, "close", "o", false, "do not hand the lease descriptor to CMD (see LEASE)")
 	return cmd
 }
@@ -322,7 +332,7 @@ ENVIRONMENT
   PERFLOCK_JOB     set in CMD's environment to the job's name (e.g. x-42). A perfrun
                    or pls run inside a job sends it back: a request that would wait
                    for the job it runs in (perfrun inside pls or inside perfrun, on
-                   the same lock) is refused with exit 69 instead of waiting for ever.`, name, governorManual(name)+runReportManual(name))
+                   the same lock) is refused with exit 69 instead of waiting for ever.`, name, governorManual(name)+runReportManual(name)+clusterManual(name))
 }
 
 // governorManual is perfrun's GOVERNOR section; pls has none. It and
@@ -346,6 +356,27 @@ GOVERNOR
   mode while it is in force is refused (exit 69), one without --governor runs
   under it. The daemon saves the settings before it changes them, so a restarted
   perflockd keeps the pin for a job that still runs and restores them after.
+`
+}
+
+// clusterManual is perfrun's CLUSTER SCHEDULERS section.
+func clusterManual(name string) string {
+	if name != "perfrun" {
+		return ""
+	}
+	return `
+CLUSTER SCHEDULERS
+  A cluster scheduler's Prolog, as root, takes the machine for the scheduler's
+  job with --bind-cgroup PATH, the job's cgroup as /proc/PID/cgroup shows it
+  after "0::": perfrun waits its turn like any job (bound it with -t), then binds
+  the lease to that cgroup, prints the job's name (x-42) and exits 0. Nothing is
+  run: CMD's words only name the job in listings (e.g. slurm job 42), and
+  --owner names its user there. The lease ends once the cgroup has had a
+  process and has none left, or is removed, so a job whose Epilog never runs
+  still lets go; also if no process came within --bind-grace (1m), or when the
+  job is cancelled (wholock --cancel x-42: the processes are the scheduler's and
+  are not signalled). Only root and the users perflockd --bind-users names may
+  bind (otherwise exit 69). contrib/slurm has a Prolog and Epilog for Slurm.
 `
 }
 
@@ -395,3 +426,28 @@ func (t *timeoutValue) Set(s string) error {
 }
 
 func (t *timeoutValue) Type() string { return "duration" }
+
+// bindFlags checks --bind-cgroup and the flags that go with it.
+func bindFlags(cmd *cobra.Command, o *runner.Options) error {
+	f := cmd.Flags()
+	if o.Mode == "shared" || f.Lookup("bind-cgroup") == nil {
+		return nil
+	}
+	if o.Bind == "" {
+		if f.Changed("bind-cgroup") || f.Changed("owner") || f.Changed("bind-grace") {
+			return fmt.Errorf("--owner and --bind-grace go with --bind-cgroup PATH")
+		}
+		return nil
+	}
+	if !path.IsAbs(o.Bind) || path.Clean(o.Bind) != o.Bind || o.Bind == "/" {
+		return fmt.Errorf("--bind-cgroup %q: give the cgroup's clean absolute path below the cgroup2 root, as /proc/PID/cgroup shows it after 0::", o.Bind)
+	}
+	if o.Owner != "" && proto.ValidUserName(o.Owner) != nil {
+		return fmt.Errorf("--owner %q: a user name, 1 to 64 of A-Z a-z 0-9 . _ -", o.Owner)
+	}
+	if o.Report != "" || o.Key != "" || f.Changed("if-elapsed") || f.Changed("replace") || f.Changed("expire-after") {
+		return fmt.Errorf("--bind-cgroup runs nothing: --report and --key (and what needs it) need a command perfrun runs")
+	}
+	o.InPlace = false
+	return nil
+}

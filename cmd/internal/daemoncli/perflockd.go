@@ -10,7 +10,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,7 +35,8 @@ func NewPerflockd() *cobra.Command {
 		idleExit, maxExclusiveRuntime                           time.Duration
 		maxWaiting, maxConns, maxConnsPerUser                   int
 		sharedQuota                                             float64
-		sharedCPUs, shieldCPUs                                  string
+		sharedCPUs, shieldCPUs, busyCommand                     string
+		bindUsers                                               []string
 		sharedMemHigh                                           uint64
 		metricsAddr                                             string
 	)
@@ -110,6 +113,17 @@ DRIVERS
   with auto takes the next driver, so that it never adopts, freezes or thaws the
   first one's jobs.
 
+CLUSTER SCHEDULERS
+  A scheduler's Prolog may hold the machine for the scheduler's job: perfrun
+  --bind-cgroup PATH asks for a lease bound to the cgroup the scheduler made (a
+  Slurm job's), which ends once that cgroup has had a process and has none left,
+  even if no Epilog runs. Only root and the users --bind-users names (the
+  scheduler's own, say) may ask. --busy-command CMD runs "CMD busy REASON" once
+  a local exclusive or group job of the machine waits or runs, and "CMD idle"
+  once none does (also at start), one run at a time, a failed run retried after
+  30 s: contrib/slurm's drains the node in Slurm meanwhile. See perflock's
+  README, "Slurm".
+
 METRICS
   --metrics ADDR serves Prometheus metrics at /metrics over HTTP: ADDR is unix:PATH
   (a Unix socket with the main socket's mode; its directory decides who may read
@@ -157,7 +171,10 @@ EXIT STATUS
 				IdleExit: idleExit, MaxWaiting: maxWaiting, Logger: log,
 				MaxConns: maxConns, MaxConnsPerUser: maxConnsPerUser,
 				Throttle:    daemon.Throttle{CPUQuota: sharedQuota / 100, CPUs: sharedCPUs, MemoryHigh: sharedMemHigh},
-				CpufreqRoot: cpufreqRoot, Shield: shieldCPUs,
+				CpufreqRoot: cpufreqRoot, Shield: shieldCPUs, BusyCommand: busyCommand,
+			}
+			if cfg.BindUIDs, err = lookupUIDs(bindUsers); err != nil {
+				return cli.Usage(fmt.Errorf("--bind-users: %w", err))
 			}
 			if maxExclusiveRuntime < 0 {
 				return cli.Usage(fmt.Errorf("--max-exclusive-runtime must not be negative"))
@@ -223,6 +240,8 @@ EXIT STATUS
 	f.IntVar(&maxWaiting, "max-waiting", daemon.DefaultMaxWaiting, "waiting requests allowed per user")
 	f.IntVar(&maxConns, "max-conns", daemon.DefaultMaxConns, "open client connections allowed in all (raise the fd limit to match)")
 	f.IntVar(&maxConnsPerUser, "max-conns-per-user", daemon.DefaultMaxConnsPerUser, "open client connections allowed per user")
+	f.StringSliceVar(&bindUsers, "bind-users", nil, "`USERS` (names or uids, comma-separated) who may, besides root, bind a lease to a cgroup: a cluster scheduler's (see CLUSTER SCHEDULERS)")
+	f.StringVar(&busyCommand, "busy-command", "", "run `CMD` busy REASON when a local exclusive job waits or runs, CMD idle when none does (see CLUSTER SCHEDULERS)")
 	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics at `ADDR`: unix:PATH or a loopback HOST:PORT such as 127.0.0.1:9101 (default: off; see METRICS)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
@@ -319,4 +338,25 @@ func userStateDir() (string, error) {
 		return "", fmt.Errorf("state directory: %w", err)
 	}
 	return dir, nil
+}
+
+// lookupUIDs turns user names or uids into uids.
+func lookupUIDs(users []string) ([]uint32, error) {
+	var out []uint32
+	for _, u := range users {
+		if n, err := strconv.ParseUint(u, 10, 32); err == nil {
+			out = append(out, uint32(n))
+			continue
+		}
+		pw, err := user.Lookup(u)
+		if err != nil {
+			return nil, fmt.Errorf("no user %q", u)
+		}
+		n, err := strconv.ParseUint(pw.Uid, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("user %q has uid %q", u, pw.Uid)
+		}
+		out = append(out, uint32(n))
+	}
+	return out, nil
 }
