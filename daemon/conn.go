@@ -124,7 +124,7 @@ func (c *conn) handshake(r *proto.Reader) (proto.Msg, bool) {
 		c.drain()
 		return m, false
 	}
-	c.send(proto.Msg{Type: proto.THello, Version: proto.Version, PID: pidSelf, Driver: c.s.drv.Name(), Policy: c.s.core.Policy().String(), InPlace: true, PlaceSelf: true})
+	c.send(proto.Msg{Type: proto.THello, Version: proto.Version, PID: pidSelf, Driver: c.s.drv.Name(), Policy: c.s.core.Policy().String(), InPlace: true, PlaceSelf: true, BindLeases: true})
 	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if m, err = r.Read(); err != nil {
 		c.readFailed(err)

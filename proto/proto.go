@@ -96,6 +96,9 @@ type Msg struct {
 	// hello: it does so; an older daemon ignores the field, and the client
 	// sends place after granted.
 	PlaceSelf bool `json:"place_self,omitempty"`
+	// BindLeases (daemon → client hello): the daemon takes an acquire's
+	// bind; an older one would take the request as an ordinary one.
+	BindLeases bool `json:"bind_leases,omitempty"`
 
 	// acquire
 	Mode        string   `json:"mode,omitempty"` // "exclusive", "shared", "group(ID)"

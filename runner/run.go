@@ -218,6 +218,10 @@ func (j *job) run(ctx context.Context) int {
 		return code
 	}
 	defer func() { j.c.close() }() // j.c changes when the request rejoins
+	if j.o.Bind != "" && !j.c.hello.BindLeases {
+		j.say("this perflockd cannot bind a lease to a cgroup (--bind-cgroup): upgrade it")
+		return ExitUnavailable
+	}
 	if code, ok := j.wait(ctx); !ok {
 		return code
 	}

@@ -263,12 +263,12 @@ func (e *env) slurmEntry(id string) (user, state string, ok bool) {
 // ends.
 func TestSystemdSlurmJobHoldsTheNodeAndFreezesPls(t *testing.T) {
 	e := slurmEnv(t)
-	for range 2 {
-		e.start("pls", []string{"--socket", e.sock, "--", "sleep", "1000"})
+	for range 2 { // CPU hogs, as background work is
+		e.start("pls", []string{"--socket", e.sock, "--", "sh", "-c", "while :; do :; done"})
 	}
 	eventually(t, settleTime, "two pls jobs running", func() (string, bool) {
 		q := e.queue()
-		return q, q == "1000:running 1000:running"
+		return q, q == "while :; do :; done:running while :; do :; done:running"
 	})
 	id := e.sbatch(e.stamp("start")+"\nsystemctl show -p FreezerState --value perflock-shared.slice > "+filepath.Join(e.dir, "freezer")+
 		"\nsleep 8\n"+e.stamp("end"), "--exclusive")
@@ -364,5 +364,39 @@ func TestSystemdScancelReleasesTheNodeAndAnAdminDrainStays(t *testing.T) {
 	out, _ := exec.Command("scontrol", "show", "node", slurmNode).CombinedOutput()
 	if !strings.Contains(string(out), "Reason=disk replaced") || !strings.Contains(string(out), "DRAIN") {
 		t.Fatalf("the administrator's drain did not stay:\n%s", out)
+	}
+}
+
+// A Prolog that waits longer than PERFLOCK_SLURM_WAIT gives up: it fails
+// saying why in slurmd's log, and Slurm takes the job off the node (it
+// requeues it) and drains the node with "Prolog error".
+func TestSystemdSlurmPrologGivesUpAfterItsWait(t *testing.T) {
+	e := slurmEnv(t)
+	if err := os.WriteFile("/etc/default/perflock-slurm", []byte("PERFLOCK_SLURM_WAIT=3s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove("/etc/default/perflock-slurm") })
+	// Another bound lease holds the node, as a job of another scheduler
+	// would: it does not drain the node, so Slurm sends its job here.
+	path, dir := schedulerCgroup(t)
+	holder := startIn(t, dir)
+	e.bind(path)
+	id := e.sbatch("true", "--exclusive")
+	t.Cleanup(func() {
+		holder.Process.Kill()
+		exec.Command("scancel", id).Run()
+		exec.Command("scontrol", "update", "nodename="+slurmNode, "state=resume").Run()
+	})
+	want := "job " + id + ": gave up after waiting 3s for the node's perflock lease"
+	eventually(t, slurmWait, "slurmd's log to say why the Prolog failed", func() (string, bool) {
+		b, _ := os.ReadFile("/var/log/slurm/slurmd.log")
+		return string(b), strings.Contains(string(b), want)
+	})
+	eventually(t, slurmWait, "the node drained for the Prolog's failure", func() (string, bool) {
+		out, _ := exec.Command("scontrol", "show", "node", slurmNode).CombinedOutput()
+		return string(out), strings.Contains(string(out), "Reason=Prolog error")
+	})
+	if s := jobState(id); s == "RUNNING" || s == "COMPLETED" {
+		t.Fatalf("Slurm job %s is %s although its Prolog gave up", id, s)
 	}
 }
