@@ -88,17 +88,19 @@ func (s *server) setFrozen(frozen bool) {
 func (s *server) placeJob(e core.PlaceJob) {
 	spec := JobSpec{Ticket: uint64(e.Job.Ticket), Name: e.Job.Name, Shared: e.Job.Shared, User: e.Job.User,
 		Command: e.Job.Command, MaxRuntime: time.Duration(e.Job.MaxRuntime)}
-	if e.Job.Bind != "" {
-		// A scheduler's cgroup: nothing to place; it need not exist yet.
-		p := newBoundPlacement(s.cgroup2, e.Job.Bind, time.Duration(e.Job.BindGrace))
-		s.places[e.Job.Ticket] = &place{p: p}
-		s.step(core.PlaceDone{Ticket: e.Job.Ticket, Where: p.Where(), Now: s.now()})
-		return
+	// Nothing to place, so no wait off the loop: a scheduler's cgroup (it
+	// need not exist yet), or named locks only (no cgroup; the lease is the
+	// connection).
+	var inline Placement
+	switch {
+	case e.Job.Bind != "":
+		inline = newBoundPlacement(s.cgroup2, e.Job.Bind, time.Duration(e.Job.BindGrace))
+	case e.Named && !e.Report:
+		inline = nonePlacement{pid: e.PID}
 	}
-	if e.Named && !e.Report {
-		// Named locks only: no cgroup; the lease is the connection.
-		s.places[e.Job.Ticket] = &place{p: nonePlacement{pid: e.PID}}
-		s.step(core.PlaceDone{Ticket: e.Job.Ticket, Now: s.now()})
+	if inline != nil {
+		s.places[e.Job.Ticket] = &place{p: inline}
+		s.step(core.PlaceDone{Ticket: e.Job.Ticket, Where: inline.Where(), Now: s.now()})
 		return
 	}
 	s.goFn(func() {

@@ -57,7 +57,11 @@ func (s *server) saveRecord(t lockq.Ticket, rec core.Record) {
 		MaxRuntimeMS: int64(rec.MaxRuntime / core.Millisecond), PlacedUnixMS: wall(rec.Placed).UnixMilli(),
 		Bind: rec.Bind, Owner: rec.Owner}
 	if rec.PID > 0 {
-		if start, err := procStart(rec.PID); err == nil {
+		start := rec.PIDStart // known when the client placed itself
+		if start == 0 {
+			start, _ = procStart(rec.PID)
+		}
+		if start != 0 {
 			r.PID, r.PIDStart = rec.PID, start
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"strings"
 )
 
 // Version is the protocol version this package speaks.
@@ -522,13 +523,8 @@ func validBind(m *Msg) error {
 		}
 		return nil
 	}
-	if len(m.Bind) > MaxBindBytes || !path.IsAbs(m.Bind) || path.Clean(m.Bind) != m.Bind || m.Bind == "/" {
-		return fmt.Errorf("bind: a clean absolute cgroup path below the root, at most %d bytes", MaxBindBytes)
-	}
-	for _, r := range m.Bind {
-		if r < 0x21 || r > 0x7e {
-			return errors.New("bind: printable ASCII without spaces only")
-		}
+	if err := ValidBindPath(m.Bind); err != nil {
+		return fmt.Errorf("bind: %w", err)
 	}
 	if m.BindGraceMS < 0 {
 		return errors.New("negative duration")
@@ -542,16 +538,26 @@ func validBind(m *Msg) error {
 	return nil
 }
 
+// ValidBindPath checks a cgroup path a lease may be bound to: clean,
+// absolute, below the root, printable ASCII without spaces, at most
+// MaxBindBytes.
+func ValidBindPath(p string) error {
+	if len(p) > MaxBindBytes || !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+		return fmt.Errorf("a clean absolute cgroup path below the root, at most %d bytes", MaxBindBytes)
+	}
+	for _, r := range p {
+		if r < 0x21 || r > 0x7e {
+			return errors.New("printable ASCII without spaces only")
+		}
+	}
+	return nil
+}
+
 // ValidUserName checks a user name as a listing shows it: 1 to 64 of
 // [A-Za-z0-9._-], not starting with '-'.
 func ValidUserName(s string) error {
-	if s == "" || len(s) > 64 || s[0] == '-' {
+	if len(s) > 64 || strings.HasPrefix(s, "-") || ValidName(s) != nil {
 		return errors.New("bad user name")
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return errors.New("bad user name")
-		}
 	}
 	return nil
 }

@@ -187,12 +187,14 @@ func (j *job) run(ctx context.Context) int {
 		j.say("no command given")
 		return ExitUsage
 	}
-	path, code, err := "", 0, error(nil)
+	var path string // the command to exec; none for a bound lease
 	if j.o.Bind == "" {
-		if path, code, err = resolveCommand(j.argv[0]); err != nil {
+		p, code, err := resolveCommand(j.argv[0])
+		if err != nil {
 			j.say("%v", err)
 			return code
 		}
+		path = p
 	}
 	if j.o.NoASLR {
 		if err := CheckNoASLR(); err != nil {

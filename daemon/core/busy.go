@@ -38,11 +38,3 @@ func (c *Core) steerBusy() {
 	c.emit(SetBusy{Busy: true, Reason: "perflock: " + j.mode.String() + " job " + j.name + " of " + j.user + ": " +
 		cmdline.Short(j.command, 60)})
 }
-
-// owner is the user shown for a job bound to a scheduler's cgroup.
-func (j *job) owner() string {
-	if j.bind == "" {
-		return ""
-	}
-	return j.user
-}

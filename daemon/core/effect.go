@@ -143,9 +143,13 @@ type Record struct {
 	User        string // UID's name (not saved: the shell looks it up)
 	ClientPID   int
 	PID         int // the job's first process
-	Command     []string
-	Key         string
-	Governor    string
+	// PIDStart is PID's start time where the core knows it (the client
+	// placed itself: its start time was read with its request); 0: the
+	// shell reads it.
+	PIDStart uint64
+	Command  []string
+	Key      string
+	Governor string
 	// MaxRuntime, when positive, is how long the job may run from Placed.
 	MaxRuntime Duration
 	Placed     Time

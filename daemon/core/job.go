@@ -82,6 +82,15 @@ type job struct {
 
 func (j *job) shared() bool { return j.mode.Kind == lockq.Shared }
 
+// owner is the user shown for a job bound to a scheduler's cgroup, "" for
+// any other job.
+func (j *job) owner() string {
+	if j.bind == "" {
+		return ""
+	}
+	return j.user
+}
+
 // named: the job holds named locks only, not the machine: no cgroup, no
 // freezing, no pin.
 func (j *job) named() bool { return !slices.Contains(j.resources, lockq.Machine) }

@@ -120,9 +120,13 @@ func (c *Core) placeDone(e PlaceDone) {
 }
 
 func (c *Core) record(j *job) Record {
-	return Record{Mode: j.mode, Resources: j.resources, Preemptible: j.preemptible, UID: j.uid,
+	r := Record{Mode: j.mode, Resources: j.resources, Preemptible: j.preemptible, UID: j.uid,
 		ClientPID: j.clientPID, PID: j.childPID, Command: j.command, Key: j.key, Governor: j.gov,
 		MaxRuntime: j.maxRuntime, Placed: j.placedAt, Bind: j.bind, Owner: j.owner()}
+	if j.childPID == j.clientPID {
+		r.PIDStart = j.clientStart // the shell checked it when placing
+	}
+	return r
 }
 
 // emptied: no process of the job is left; its lease ends once its client

@@ -66,8 +66,10 @@ func exitCode(code int) error {
 
 func execute(cmd *cobra.Command, args []string) int {
 	cmd.SetArgs(args)
-	cmd.Version = Version()
-	cmd.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	// Non-empty, so that cobra adds --version; the build info is read only
+	// when it is asked for, not at every start.
+	cmd.Version = "(see --version)"
+	cmd.SetVersionTemplate("{{.Name}} {{perflockVersion}}\n")
 	cmd.SilenceUsage = true
 	cmd.SilenceErrors = true
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })

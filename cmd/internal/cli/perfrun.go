@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -439,8 +438,8 @@ func bindFlags(cmd *cobra.Command, o *runner.Options) error {
 		}
 		return nil
 	}
-	if !path.IsAbs(o.Bind) || path.Clean(o.Bind) != o.Bind || o.Bind == "/" {
-		return fmt.Errorf("--bind-cgroup %q: give the cgroup's clean absolute path below the cgroup2 root, as /proc/PID/cgroup shows it after 0::", o.Bind)
+	if err := proto.ValidBindPath(o.Bind); err != nil {
+		return fmt.Errorf("--bind-cgroup %q: give the cgroup's path below the cgroup2 root, as /proc/PID/cgroup shows it after 0:: (%v)", o.Bind, err)
 	}
 	if o.Owner != "" && proto.ValidUserName(o.Owner) != nil {
 		return fmt.Errorf("--owner %q: a user name, 1 to 64 of A-Z a-z 0-9 . _ -", o.Owner)

@@ -3,7 +3,11 @@ package cli
 import (
 	"runtime/debug"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
+
+func init() { cobra.AddTemplateFunc("perflockVersion", Version) }
 
 // Version is this build's version, from what the Go toolchain recorded: the
 // module version when built from a released module, else "devel"; the
